@@ -1,0 +1,160 @@
+"""All servers of this node: boot from the source, the 1 Hz sampler, deny list, delete."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .. import limits
+from ..protocol import events
+from ..protocol.tokens import DenyList
+from ..runtimes.base import FactSink, ServerRuntime
+from .definition import ServerDefinition
+from .server import Server
+from .states import ACTIVE
+
+if TYPE_CHECKING:
+    from ..config import NodeConfig
+    from .source import ServerSource
+
+log = logging.getLogger("roost.manager")
+
+RuntimeFor = Callable[[ServerDefinition, str, str, FactSink], ServerRuntime]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Manager:
+    def __init__(self, config: "NodeConfig", source: "ServerSource", runtime_for: RuntimeFor):
+        self.config = config
+        self.source = source
+        self._runtime_for = runtime_for
+        self.servers: dict[str, Server] = {}
+        self.denylist = DenyList()
+        self._denylist_path = Path(config.system.root_directory) / "denylist.json"
+        self._tasks: list[asyncio.Task] = []
+        self.boot_time = time.time()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def boot(self) -> None:
+        for d in (self.config.system.root_directory, self.config.system.data, self.config.console_directory):
+            Path(d).mkdir(parents=True, exist_ok=True)
+        self._load_denylist()
+        await self.source.reset_states()
+        for definition in await self.source.list_servers():
+            server = self.add(definition)
+            if await server.attach():
+                log.info("server %s: reattached to a running instance", server.uuid)
+        for err in getattr(self.source, "errors", []) or []:
+            log.error("server definition refused: %s", err)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._sample_loop()))
+        self._tasks.append(loop.create_task(self._flush_loop()))
+        self._tasks.append(loop.create_task(self._disk_loop()))
+
+    def add(self, definition: ServerDefinition) -> Server:
+        def runtime_for(uuid: str, data_dir: str, sink: FactSink) -> ServerRuntime:
+            return self._runtime_for(definition, uuid, data_dir, sink)
+
+        server = Server(definition, config=self.config, source=self.source, runtime_for=runtime_for)
+        self.servers[server.uuid] = server
+        return server
+
+    async def shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        stop = self.config.roost.shutdown_stops_servers
+        await asyncio.gather(*(s.close(stop_servers=stop) for s in self.servers.values()), return_exceptions=True)
+        self._save_denylist()
+
+    async def delete(self, uuid: str) -> None:
+        server = self.servers.pop(uuid)
+        server.publish(events.frame(events.DELETED))
+        await server.destroy()
+
+    # ---- deny list ----------------------------------------------------------------------------
+
+    def _load_denylist(self) -> None:
+        try:
+            self.denylist = DenyList.from_json(json.loads(self._denylist_path.read_text()))
+        except FileNotFoundError:
+            pass
+        except (ValueError, OSError) as e:
+            log.error("deny list unreadable (%s); starting with an empty one", e)
+
+    def _save_denylist(self) -> None:
+        # Entries older than any live token can go (panel tokens live 10 minutes; keep a day).
+        self.denylist.prune(time.time(), 24 * 3600)
+        write_atomic(self._denylist_path, json.dumps(self.denylist.to_json()).encode())
+
+    def deny_jtis(self, uuid: str, jtis: list[str]) -> None:
+        self.denylist.deny_jtis(jtis, time.time())
+        self._save_denylist()
+
+    def deauthorize(self, user: str, servers: list[str]) -> None:
+        self.denylist.deauthorize(user, servers, time.time())
+        self._save_denylist()
+
+    # ---- periodic work ------------------------------------------------------------------------
+
+    async def _sample_loop(self) -> None:
+        """One task samples every active server about once per interval."""
+        interval = self.config.roost.stats_interval_s
+        while True:
+            started = time.monotonic()
+            active = [s for s in self.servers.values() if s.state in ACTIVE]
+            if active:
+                await asyncio.gather(*(s.sample() for s in active), return_exceptions=True)
+            await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(limits.CONSOLE_LOG_FLUSH_S)
+            for s in list(self.servers.values()):
+                try:
+                    s.log.flush()
+                except (OSError, ValueError) as e:
+                    log.error("server %s: console log flush failed: %s", s.uuid, e)
+
+    async def _disk_loop(self) -> None:
+        """Data directory sizes, scanned off the event loop, one server at a time."""
+        while True:
+            for s in list(self.servers.values()):
+                try:
+                    s.disk_bytes = await asyncio.to_thread(directory_size, s.data_dir)
+                except OSError:
+                    pass
+            await asyncio.sleep(limits.DISK_SCAN_INTERVAL_S)
+
+
+def directory_size(path: Path) -> int:
+    total = 0
+    stack = [str(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total
