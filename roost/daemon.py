@@ -69,8 +69,8 @@ def build_node(config: NodeConfig, source: ServerSource | None = None) -> tuple[
 
 
 async def serve(config: NodeConfig, *, source: ServerSource | None = None, ready=None) -> None:
-    """Run the node until SIGINT/SIGTERM."""
-    app, _ = build_node(config, source)
+    """Run the node until SIGINT/SIGTERM; `await ready(manager)` once it listens."""
+    app, manager = build_node(config, source)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     ssl_ctx = None
@@ -87,7 +87,7 @@ async def serve(config: NodeConfig, *, source: ServerSource | None = None, ready
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
-        ready()
+        await ready(manager)
     try:
         await stop.wait()
     finally:

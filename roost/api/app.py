@@ -23,12 +23,16 @@ def build_app(config: NodeConfig, manager: Manager) -> web.Application:
     async def lifecycle(app: web.Application):
         await manager.boot()
         yield
-        # Close sockets first so clients see a clean going-away, then the servers.
+        await manager.shutdown()
+
+    async def close_sockets(app: web.Application) -> None:
+        # on_shutdown runs before the server waits for open handlers: close sockets first,
+        # with 1012 so clients reconnect to the next daemon.
         for server in manager.servers.values():
             for sub in list(server.hub.subscribers):
                 if sub.owner is not None:
                     sub.owner.close_soon(1012, "daemon restarting")
-        await manager.shutdown()
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_sockets)
     return app
