@@ -76,6 +76,8 @@ class RoostSettings(_Model):
     # Short path for per-server runtime state (unix sockets need short paths).
     state_directory: str | None = None
     stop_timeout_s: float = 600.0
+    # Process/thread limit per server (Wings' docker.container_pid_limit); 0 = none.
+    pids_limit: int = 512
     stats_interval_s: float = 1.0
     require_scope: bool = False
     shutdown_stops_servers: bool = False

@@ -43,10 +43,11 @@ FactSink = Callable[[Fact], None]
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Resource limits from the server definition; 0 means unlimited."""
+    """Resource limits from the server definition; 0 means unlimited (except swap)."""
 
     memory_bytes: int = 0
-    swap_bytes: int = 0
+    # As Wings: with a memory limit, 0 = no swap at all, -1 = unlimited swap, N = N bytes.
+    swap_bytes: int = -1
     cpu_percent: int = 0  # percent of one core: 150 = one and a half cores
     pids: int = 0
     oom_disabled: bool = False

@@ -412,7 +412,7 @@ class Server:
                 memory_bytes=b.memory_limit * MIB,
                 swap_bytes=-1 if b.swap < 0 else b.swap * MIB,
                 cpu_percent=b.cpu_limit,
-                pids=0,
+                pids=self.config.roost.pids_limit,
                 oom_disabled=b.oom_disabled,
             ),
             image=s.container.image,

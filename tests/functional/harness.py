@@ -124,6 +124,15 @@ class Node:
         # Servers outlive the daemon by design: make sure no test leaves one behind.
         subprocess.run(["pkill", "-9", "-f", str(self.home)], check=False)
         time.sleep(0.05)
+        for definition in (self.home / "servers").glob("*.yml"):
+            for cg in Path("/sys/fs/cgroup").glob(f"*/roost/{definition.stem}"):
+                try:
+                    for pid in (cg / "cgroup.procs").read_text().split():
+                        os.kill(int(pid), signal.SIGKILL)
+                    time.sleep(0.05)
+                    cg.rmdir()
+                except OSError:
+                    pass
         shutil.rmtree(self.home, ignore_errors=True)
 
     def daemon_log(self) -> str:

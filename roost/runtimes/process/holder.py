@@ -20,6 +20,7 @@ long-lived child. Files in the state dir:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import signal
@@ -51,6 +52,14 @@ PIPE_DRAIN_TIMEOUT_S = 1.0
 EXIT_DELIVERY_TIMEOUT_S = 30.0
 # A connecting daemon must send RESUME within this time.
 HANDSHAKE_TIMEOUT_S = 10.0
+# Prepended to the invocation. Signals go to the whole process group, and /bin/sh (dash)
+# does not exec the last command of `-c`: without this, SIGTERM would kill the wrapper shell
+# at once (exit 143) and end the instance while the game is still saving. Caught signals are
+# reset to default in the shell's children, so the game still gets them; the shell waits for
+# it and exits with its code. (A script without `exec` inside the invocation has the same
+# issue; as in Docker, use `exec` there.)
+SHELL_PRELUDE = "trap : HUP INT QUIT ABRT TERM USR1 USR2\n"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def write_atomic(path: str, data: bytes, *, fsync: bool = True) -> None:
@@ -153,7 +162,10 @@ class Spool:
             while len(self._segments) > 2:
                 start, old = self._segments.pop(0)
                 os.close(old)
-                os.unlink(self._path(start))
+                try:
+                    os.unlink(self._path(start))
+                except OSError:
+                    pass
         start, fd = self._segments[-1]
         record = memoryview(wire.encode_record(stream, data))
         written = 0
@@ -218,6 +230,10 @@ def _prepare_child(procs_files: list[str], uid: int | None, gid: int | None) -> 
             os.setgid(gid)
         if uid is not None:
             os.setuid(uid)
+        # If the holder is killed, nothing can drive the server any more: take the main
+        # process down with it rather than leave it holding the server's ports. (Set after
+        # the uid change, which clears it; a later daemon's attach kills the cgroup's rest.)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError as exc:
         log(f"preparing the server process failed: {exc}")
         raise
@@ -246,7 +262,7 @@ class Holder:
         self._spool = Spool(".", int(spec.get("spool_segment_bytes") or SPOOL_SEGMENT_BYTES))
         uid, gid = spec.get("uid"), spec.get("gid")
         self.child = subprocess.Popen(
-            ["/bin/sh", "-c", spec["invocation"]],
+            ["/bin/sh", "-c", SHELL_PRELUDE + spec["invocation"]],
             cwd=spec["data_dir"], env=spec["environment"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=lambda: _prepare_child(self._procs_files, uid, gid),
@@ -292,17 +308,18 @@ class Holder:
         self._spool.close()
 
     async def _record_exit(self) -> None:
+        # Like a container: the instance ends with its main process. Nothing else in the
+        # group may linger holding ports or files. Killed before reaping, while the zombie
+        # still pins the process group id.
+        self._kill_all()
         code, sig = exit_code(self.child.wait())  # pidfd said it exited: returns at once
         self._reaped = True
-        # Like a container: the instance ends with its main process. Nothing else in the
-        # group may linger holding ports or files.
-        self._kill_all()
         try:
             await asyncio.wait_for(self._pipes_closed.wait(), PIPE_DRAIN_TIMEOUT_S)
         except TimeoutError:
             for fd in list(self._open_pipes):
                 self._close_pipe(fd)
-        if self._stdin is not None:
+        if self._stdin is not None and not self._stdin.is_closing():
             self._stdin.abort()
         record = {"code": code, "signal": sig, "pid": self.child.pid,
                   "oom_killed": read_oom_kills(self._oom_file) > self._oom_baseline,
@@ -389,7 +406,7 @@ class Holder:
         this only reads the spool, at the pace the daemon drains the socket."""
         await asyncio.wait_for(conn.resumed.wait(), HANDSHAKE_TIMEOUT_S)
         conn.writer.write(wire.encode_json(wire.INSTANCE, {
-            "pid": self.child.pid, "started_at": self.started_at}))
+            "pid": self.child.pid, "started_at": self.started_at, "holder_pid": os.getpid()}))
         while True:
             conn.wake.clear()
             offset, records = self._spool.read(conn.cursor, wire.OUTPUT_FRAME_RECORD_BYTES)
@@ -456,8 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     os.close(ready_w)
     try:
         asyncio.run(holder.run())
-    except BaseException as exc:  # noqa: BLE001
-        log(f"holder failed: {exc!r}")
+    except BaseException:  # noqa: BLE001
+        import traceback
+        log(f"holder failed: {traceback.format_exc()}")
         raise
 
 

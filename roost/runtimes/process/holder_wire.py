@@ -30,7 +30,7 @@ STDOUT, STDERR = 1, 2
 STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 
 # holder -> daemon
-INSTANCE = 1  # JSON {"pid", "started_at"}; first reply to RESUME
+INSTANCE = 1  # JSON {"pid", "started_at", "holder_pid"}; first reply to RESUME
 OUTPUT = 2  # >Q offset + records
 EXITED = 3  # JSON {"code", "signal", "oom_killed", "pid", "started_at"}; after all output
 # daemon -> holder
