@@ -154,18 +154,30 @@ class Connection:
                 return
 
     async def _drain(self, transport: asyncio.Transport) -> None:
-        """Wait (bounded) until the peer has taken most of what we wrote."""
+        """Wait (bounded) until the peer has taken most of what we wrote.
+
+        Uses the protocol's flow control (pause_writing/resume_writing) through aiohttp's
+        drain helper, the same wait aiohttp's own writers use; a peer that takes nothing for
+        SOCKET_STALL_TIMEOUT_S is dropped.
+        """
         if transport.get_write_buffer_size() <= limits.SOCKET_WRITE_BUFFER_HIGH:
             return
-        waited = 0.0
-        while transport.get_write_buffer_size() > limits.SOCKET_WRITE_BUFFER_HIGH // 2:
-            if transport.is_closing():
+        drain = getattr(self.request.protocol, "_drain_helper", None)
+        try:
+            if drain is not None:
+                await asyncio.wait_for(drain(), limits.SOCKET_STALL_TIMEOUT_S)
                 return
-            if waited >= limits.SOCKET_STALL_TIMEOUT_S:
-                transport.abort()
-                return
-            await asyncio.sleep(0.01)
-            waited += 0.01
+            waited = 0.0  # fallback if aiohttp ever drops the helper: poll
+            while transport.get_write_buffer_size() > limits.SOCKET_WRITE_BUFFER_HIGH // 2:
+                if transport.is_closing() or waited >= limits.SOCKET_STALL_TIMEOUT_S:
+                    raise TimeoutError
+                await asyncio.sleep(0.005)
+                waited += 0.005
+        except TimeoutError:
+            log.info("server %s: dropping a socket that stopped reading", self.server.uuid)
+            transport.abort()
+        except ConnectionResetError:
+            transport.abort()
 
     async def serve(self) -> None:
         try:

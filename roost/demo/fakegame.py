@@ -16,7 +16,7 @@ HELP = [
     "help - this list",
     "list - players online",
     "say <text> - broadcast a message",
-    "burst <N> - print N numbered lines as fast as possible",
+    "burst <N> [width] - print N numbered lines as fast as possible (padded to width)",
     "crash [code] - exit with code (default 1)",
     "alloc <MiB> - allocate and touch memory",
     "stop - stop the server",
@@ -35,10 +35,10 @@ def err(line: str) -> None:
     sys.stderr.flush()
 
 
-def burst(count: int) -> None:
+def burst(count: int, width: int = 0) -> None:
     for start in range(1, count + 1, BURST_BATCH_LINES):
         end = min(count, start + BURST_BATCH_LINES - 1)
-        sys.stdout.write("".join(f"burst line {i} of {count}\n" for i in range(start, end + 1)))
+        sys.stdout.write("".join(f"burst line {i} of {count}".ljust(width) + "\n" for i in range(start, end + 1)))
         sys.stdout.flush()
 
 
@@ -61,8 +61,9 @@ def handle(command: str, name: str) -> None:
         out(f"There are 0 of a max of 20 players online: ({name})")
     elif verb == "say":
         out(f"[Server] {rest}")
-    elif verb == "burst" and rest.strip().isdigit():
-        burst(int(rest))
+    elif verb == "burst" and rest.split() and all(p.isdigit() for p in rest.split()[:2]):
+        parts = [int(p) for p in rest.split()[:2]]
+        burst(parts[0], parts[1] if len(parts) > 1 else 0)
     elif verb == "crash":
         code = int(rest) if rest.strip().lstrip("-").isdigit() else 1
         err(f"Crashing with exit code {code}")

@@ -228,3 +228,67 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+class RawClient:
+    """A bare-bones websocket client over a plain TCP stream: it can stop reading entirely
+    (a stalled peer) and later parse everything the daemon managed to send."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+        self.buffer = b""
+
+    @classmethod
+    async def connect(cls, node: "Node", server: str, rcvbuf: int = 4096) -> "RawClient":
+        import base64
+        sock = socket.socket()
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", node.port))
+        # a small limit: the stream stops reading the socket once 2x this is buffered
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 16)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /api/servers/{server}/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+        return cls(reader, writer)
+
+    def send(self, event: str, *args: str) -> None:
+        payload = json.dumps({"event": event, "args": list(args)}).encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        header = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+        self.writer.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    async def read_for(self, seconds: float) -> list[dict]:
+        """Read whatever arrives for `seconds`, and return the complete text frames."""
+        deadline = time.monotonic() + seconds
+        chunks = [self.buffer]
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                chunk = await asyncio.wait_for(self.reader.read(1 << 20), left)
+            except (TimeoutError, asyncio.TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        frames, i, buf = [], 0, b"".join(chunks)
+        while i + 2 <= len(buf):
+            op, ln = buf[i] & 0x0F, buf[i + 1] & 0x7F
+            j = i + 2
+            if ln == 126:
+                ln, j = int.from_bytes(buf[j:j + 2], "big"), j + 2
+            elif ln == 127:
+                ln, j = int.from_bytes(buf[j:j + 8], "big"), j + 8
+            if j + ln > len(buf):
+                break
+            if op == 1:
+                frames.append(json.loads(buf[j:j + ln]))
+            i = j + ln
+        self.buffer = buf[i:]
+        return frames
+
+    def close(self) -> None:
+        self.writer.close()

@@ -6,6 +6,8 @@ import time
 import pytest
 import websockets
 
+from .harness import RawClient
+
 from roost.protocol import events
 
 pytestmark = pytest.mark.asyncio
@@ -291,17 +293,35 @@ async def test_console_throttle(make_node):
     assert body["data"] == ["burst line 5000 of 5000"]
 
 
-async def test_stalled_client_does_not_delay_others(node):
-    stalled = await node.client(node.demo, max_queue=1)
-    stalled.ws.transport.pause_reading()  # a peer that stops reading entirely
+async def test_stalled_client_does_not_delay_others_and_is_told_what_it_skipped(node):
+    # never reads until we say so; a small receive buffer so kernel autotuning can't hide it
+    stalled = await RawClient.connect(node, node.demo, rcvbuf=4096)
+    stalled.send("auth", node.token(node.demo))
     live = await node.client(node.demo)
     await started(node, live)
-    await live.send("send command", "burst 1500")
-    await live.expect_console("burst line 1500 of 1500", 10)
+    # ~16 MB of console: more than the stalled socket's buffers plus its queue (8 MiB)
+    await live.send("send command", "burst 1000 16000")
+    await live.expect_console("burst line 1000 of 1000", 20)
     t0 = time.monotonic()
     await live.send("send command", "say ping")
     await live.expect_console("[Server] ping", 5)
     assert time.monotonic() - t0 < 1.0
+    assert not any("console lines skipped" in (e.get("args") or [""])[0] for e in live.events)
+    got_frames = await stalled.read_for(3.0)  # now it reads everything
+    await live.send("send command", "say pong")
+    got_frames += await stalled.read_for(1.0)
+    console = [e["args"][0] for e in got_frames if e["event"] == "console output"]
+    notices = [ln for ln in console if "console lines skipped" in ln]
+    skipped = sum(int(ln.split("[roost] ")[1].split()[0]) for ln in notices)
+    numbers = [int(ln.split()[2]) for ln in console if ln.startswith("burst line")]
+    got = len(numbers)
+    assert len(set(numbers)) == got and numbers == sorted(numbers)  # no duplicates, in order
+    assert notices and skipped > 0, (len(got_frames), got)
+    pinged = sum(1 for ln in console if "[Server] ping" in ln)
+    # every line (1000 burst lines and the ping reply) either arrived or was counted as skipped
+    assert got + pinged + skipped == 1001
+    assert any("[Server] pong" in ln for ln in console)  # and it carries on normally
+    stalled.close()
 
 
 async def test_deleted_then_close_1001(node):

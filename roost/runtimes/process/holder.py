@@ -134,7 +134,7 @@ class Spool:
 
     def __init__(self, directory: str, segment_bytes: int = SPOOL_SEGMENT_BYTES) -> None:
         self._dir = directory
-        self._segment_bytes = segment_bytes
+        self._segment_bytes = self.segment_bytes = segment_bytes
         self._segments: list[tuple[int, int]] = []  # (start offset, fd)
         self.end = 0
 
@@ -274,7 +274,35 @@ class Holder:
         self._exit_settled = asyncio.Event()  # set on EXIT_ACK or when the daemon goes away
         self._pipes_closed = asyncio.Event()
         self._open_pipes: dict[int, Any] = {}
+        self._pipe_streams: dict[int, int] = {}
         self._stdin: asyncio.WriteTransport | None = None
+        # While a daemon is connected, output it has not been sent yet must stay inside the
+        # spool's two segments, or it would be overwritten: past one segment of lag the
+        # pipes are paused and the game blocks on write (as it would on a slow terminal).
+        # With no daemon at all the spool keeps the newest output and drops the oldest.
+        self._lag_pause_bytes = self._spool.segment_bytes
+        self._reading_paused = False
+
+    def _lag(self) -> int:
+        conn = self._conn
+        if conn is None or not conn.resumed.is_set():
+            return 0
+        return self._spool.end - conn.cursor
+
+    def _pause_reading(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fd in self._open_pipes:
+            loop.remove_reader(fd)
+        self._reading_paused = True
+
+    def _resume_reading(self) -> None:
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        loop = asyncio.get_running_loop()
+        for fd in list(self._open_pipes):
+            stream = self._pipe_streams[fd]
+            loop.add_reader(fd, self._on_readable, stream, fd)
 
     async def run(self) -> None:
         """Serve until the server exited and the exit was delivered (or is on disk)."""
@@ -284,6 +312,7 @@ class Holder:
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             self._open_pipes[fd] = pipe
+            self._pipe_streams[fd] = stream
             loop.add_reader(fd, self._on_readable, stream, fd)
         self._stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, self.child.stdin)
         child_done = asyncio.Event()
@@ -314,6 +343,7 @@ class Holder:
         self._kill_all()
         code, sig = exit_code(self.child.wait())  # pidfd said it exited: returns at once
         self._reaped = True
+        self._resume_reading()  # the last output (at most a pipe buffer) is always taken
         try:
             await asyncio.wait_for(self._pipes_closed.wait(), PIPE_DRAIN_TIMEOUT_S)
         except TimeoutError:
@@ -358,9 +388,12 @@ class Holder:
         self._spool.append(stream, data)
         if self._conn is not None:
             self._conn.wake.set()
+            if self._lag() > self._lag_pause_bytes:
+                self._pause_reading()
 
     def _close_pipe(self, fd: int) -> None:
-        asyncio.get_running_loop().remove_reader(fd)
+        if not self._reading_paused:
+            asyncio.get_running_loop().remove_reader(fd)
         self._open_pipes.pop(fd).close()
         if not self._open_pipes:
             self._pipes_closed.set()
@@ -398,6 +431,7 @@ class Holder:
             writer.close()
             if self._conn is conn:
                 self._conn = None
+                self._resume_reading()  # no daemon: the spool takes it all
                 if self._exit is not None:
                     self._exit_settled.set()
 
@@ -414,6 +448,8 @@ class Holder:
                 conn.writer.write(wire.encode_output(offset, records))
                 conn.cursor = offset + len(records)
                 await conn.writer.drain()
+                if self._reading_paused and self._lag() < self._lag_pause_bytes // 2:
+                    self._resume_reading()
             elif self._exit is not None:
                 conn.writer.write(wire.encode_json(wire.EXITED, self._exit))
                 await conn.writer.drain()

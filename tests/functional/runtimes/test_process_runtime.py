@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import os
 import shutil
 import signal
@@ -132,6 +133,24 @@ async def test_burst_of_100000_lines_arrives_complete_and_in_order(harness: Harn
     assert burst == [f"burst line {i} of 100000" for i in range(1, 100001)]
     await runtime.write_stdin(b"stop\n")
     assert (await rec.exited()).code == 0
+
+
+async def test_a_daemon_slower_than_the_game_loses_no_output(harness: Harness):
+    """Far more output than the spool holds, read by a daemon that is slow: the holder
+    must hold the game back instead of overwriting output the daemon has not read."""
+    runtime, rec, _ = await harness.start()
+    slow_sink = rec.__call__
+
+    def slow(fact):
+        if isinstance(fact, Output):
+            time.sleep(0.0005)  # a busy daemon: blocks its own event loop a little per line
+        slow_sink(fact)
+
+    runtime._sink = slow
+    await runtime.write_stdin(b"burst 2000 16000\n")  # 32 MB, four times the spool
+    await rec.line("burst line 2000 of 2000", timeout=60)
+    burst = [int(line.split()[2]) for line in rec.lines() if line.startswith("burst line ")]
+    assert burst == list(range(1, 2001))
 
 
 async def test_sample_reports_memory_cpu_and_uptime(harness: Harness):
