@@ -76,6 +76,8 @@ class RoostSettings(_Model):
     # Short path for per-server runtime state (unix sockets need short paths).
     state_directory: str | None = None
     stop_timeout_s: float = 600.0
+    # cgroup (below each hierarchy's root) that holds the servers' cgroups: <parent>/<uuid>.
+    cgroup_parent: str = "roost"
     # Process/thread limit per server (Wings' docker.container_pid_limit); 0 = none.
     pids_limit: int = 512
     stats_interval_s: float = 1.0

@@ -49,7 +49,9 @@ def runtime_chooser(config: NodeConfig):
     from .runtimes.process.runtime import ProcessRuntimeFactory
 
     uid, gid = server_user(config)
-    factories = {"process": ProcessRuntimeFactory(str(config.state_directory), uid, gid)}
+    factories = {
+        "process": ProcessRuntimeFactory(str(config.state_directory), uid, gid, config.roost.cgroup_parent),
+    }
 
     def runtime_for(definition: ServerDefinition, uuid: str, data_dir: str, sink: FactSink) -> ServerRuntime:
         kind = definition.runtime or config.roost.runtime

@@ -25,6 +25,8 @@ DEMO_UUID_FILE = "demo-server-uuid"
 
 def ensure_home(home: Path, host: str, port: int) -> tuple[Path, str]:
     home.mkdir(parents=True, exist_ok=True)
+    # Servers run as an unprivileged user, who must be able to reach <home>/volumes/<uuid>.
+    home.chmod(0o755)
     config_path = home / "config.yml"
     if not config_path.exists():
         doc = {
@@ -67,7 +69,7 @@ def run_up(args: argparse.Namespace) -> int:
     config = load_config(config_path)
     install_demo_files(Path(config.system.data) / demo_uuid)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    console = Console()
+    console = Console(soft_wrap=True)  # URLs and tokens must stay copy-pasteable
 
     async def ready(manager) -> None:
         server = manager.servers.get(demo_uuid)

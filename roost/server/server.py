@@ -284,7 +284,7 @@ class Server:
         note = self.runtime.limits_note
         if note and not self._limits_note_logged:
             self._limits_note_logged = True
-            log.warning("server %s: resource limits not applied: %s", self.uuid, note)
+            log.warning("server %s: %s (said once per daemon run)", self.uuid, note)
 
     async def _stop(self) -> None:
         if self.state is S.OFFLINE:

@@ -166,3 +166,28 @@ def test_fanout_filters_and_control_never_skipped():
     assert not admin.overflowed
     hub.publish('{"event":"status","args":["running"]}')
     assert admin.overflowed
+
+
+def test_stop_signal_names_as_eggs_use_them():
+    import signal as sig
+    from roost.server.server import stop_signal
+    assert stop_signal("C") == stop_signal("SIGINT") == stop_signal("INT") == sig.SIGINT
+    assert stop_signal("SIGTERM") == stop_signal("TERM") == sig.SIGTERM
+    assert stop_signal("SIGUSR1") == sig.SIGUSR1 and stop_signal("ABRT") == sig.SIGABRT
+    assert stop_signal("X") == stop_signal(None) == stop_signal("bogus") == sig.SIGKILL  # as Wings
+
+
+def test_definition_accepts_real_panel_quirks_and_substitutes():
+    from roost.server.definition import ServerDefinition
+    d = ServerDefinition.model_validate({
+        "settings": {"uuid": "8A7C2A4E-0A49-4B7E-9A34-6A8E2E1F0B11", "invocation": "java -Xmx{{SERVER_MEMORY}}M -jar ${JAR} {{ UNKNOWN }}",
+                     "environment": {"JAR": "server.jar", "NULLED": None, "FLAG": True},
+                     "build": {"memory_limit": 1024, "threads": None, "oom_killer": False}, "mounts": None},
+        "process_configuration": {"startup": {"done": "Done ("}, "stop": {"type": "command", "value": "stop"}, "configs": None},
+    })
+    assert d.uuid == "8a7c2a4e-0a49-4b7e-9a34-6a8e2e1f0b11"
+    assert d.startup_command() == "java -Xmx1024M -jar server.jar {{ UNKNOWN }}"
+    assert d.settings.build.oom_disabled is True  # Pelican's oom_killer: false
+    assert d.process_configuration.startup.done == ["Done ("]
+    env = d.environment()
+    assert env["NULLED"] == "" and env["FLAG"] == "true" and env["STARTUP"].startswith("java")

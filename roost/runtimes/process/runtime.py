@@ -385,8 +385,7 @@ class ProcessServerRuntime:
         self._prepare_data_dir()
         self._cgroup, self.limits_note = await asyncio.to_thread(
             cgroups.create, self._factory.cgroup_root, self._uuid, spec.limits)
-        if self.limits_note:
-            log.warning("server %s: %s", self._uuid, self.limits_note)
+        # The daemon reports limits_note once (log and API); not repeated here on every start.
         holder_spec = {
             "invocation": spec.invocation,
             "environment": self._environment(spec),
