@@ -76,6 +76,8 @@ class RoostSettings(_Model):
     # Short path for per-server runtime state (unix sockets need short paths).
     state_directory: str | None = None
     stop_timeout_s: float = 600.0
+    # How long a call to the panel is retried on network errors and 5xx (never on 4xx).
+    remote_retry_s: float = 30.0
     # cgroup (below each hierarchy's root) that holds the servers' cgroups: <parent>/<uuid>.
     cgroup_parent: str = "roost"
     # Process/thread limit per server (Wings' docker.container_pid_limit); 0 = none.

@@ -64,8 +64,19 @@ def runtime_chooser(config: NodeConfig):
     return runtime_for
 
 
+def default_source(config: NodeConfig) -> ServerSource:
+    """A panel (`remote`) when no server directory is configured, else the directory."""
+    if config.roost.servers_directory is None and config.remote:
+        from .remote.client import PanelClient
+        from .remote.source import RemoteSource
+
+        return RemoteSource(PanelClient(config.remote, config.token_id, config.token,
+                                        retry_total_s=config.roost.remote_retry_s))
+    return DirectorySource(config.servers_directory)
+
+
 def build_node(config: NodeConfig, source: ServerSource | None = None) -> tuple[web.Application, Manager]:
-    source = source or DirectorySource(config.servers_directory)
+    source = source or default_source(config)
     manager = Manager(config, source, runtime_chooser(config))
     return build_app(config, manager), manager
 
@@ -81,7 +92,8 @@ async def serve(config: NodeConfig, *, source: ServerSource | None = None, ready
 
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(config.api.ssl.cert, config.api.ssl.key)
-    site = web.TCPSite(runner, config.api.host, config.api.port, ssl_context=ssl_ctx)
+    # Keep-alive HTTP clients must not hold a shutdown for a minute (aiohttp's default).
+    site = web.TCPSite(runner, config.api.host, config.api.port, ssl_context=ssl_ctx, shutdown_timeout=2.0)
     await site.start()
     log.info("listening on %s:%s", config.api.host, config.api.port)
     stop = asyncio.Event()

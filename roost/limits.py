@@ -5,10 +5,13 @@ WS_MAX_MESSAGE_BYTES = 4096
 # At most this many sockets per server (spec §1).
 WS_MAX_SOCKETS_PER_SERVER = 30
 
-# Per-socket outbound queue, counted in frames. Above HIGH a socket skips console lines
-# (and counts them); once it drains below LOW it is told how many it missed. 4096 frames is
-# ~0.2 s of a server at the throttle ceiling (20,000 lines/s): a healthy client never hits it.
-SOCKET_QUEUE_HIGH = 4096
+# Per-socket outbound queue, counted in frames and bytes. Above either bound a socket skips
+# console lines (and counts them); once it drains below LOW it is told how many it missed.
+# The daemon ingests a burst at 150-200k lines/s when the throttle is off, in batches of
+# ~5,000 lines: 65,536 frames (~0.3 s of that) lets a healthy client keep every line
+# (benchmarks/fanout.py), and SOCKET_QUEUE_HIGH_BYTES bounds the memory whatever the lines.
+SOCKET_QUEUE_HIGH = 65536
+SOCKET_QUEUE_HIGH_BYTES = 8 * 1024 * 1024
 SOCKET_QUEUE_LOW = SOCKET_QUEUE_HIGH // 4  # as websockets does
 # Control frames (status, stats, jwt error, ...) are never skipped; a socket whose queue grows
 # this far past HIGH is not reading at all and is closed instead.
@@ -34,3 +37,6 @@ RUNTIME_CALL_TIMEOUT_S = 15.0
 
 # How often each server's data directory size is rescanned (seconds); a scan runs in a thread.
 DISK_SCAN_INTERVAL_S = 60.0
+
+# When the configuration source (a panel) is down at boot, try again this often (seconds).
+SOURCE_RETRY_S = 15.0

@@ -17,7 +17,8 @@ from ..server.server import Server
 from ..server.states import Busy, ServerState
 from .keys import CONFIG, MANAGER
 from .middleware import json_error
-from .schemas import CommandsBody, DeauthorizeBody, DenyBody, PowerBody, parse_body, unprocessable
+from ..server.source import SourceError, UnknownServer
+from .schemas import CommandsBody, CreateServerBody, DeauthorizeBody, DenyBody, PowerBody, parse_body, unprocessable
 
 log = logging.getLogger("roost.api")
 routes = web.RouteTableDef()
@@ -65,6 +66,24 @@ async def system(request: web.Request) -> web.Response:
 @routes.get("/api/servers")
 async def list_servers(request: web.Request) -> web.Response:
     return web.json_response([server_view(s) for s in request.app[MANAGER].servers.values()])
+
+
+@routes.post("/api/servers")
+async def create_server(request: web.Request) -> web.Response:
+    body = await parse_body(request, CreateServerBody)
+    manager = request.app[MANAGER]
+    uuid = body.uuid.lower()
+    if uuid in manager.servers:
+        return json_error(409, "A server with this uuid already exists on this node.")
+    try:
+        server = await manager.create(uuid)
+    except UnknownServer as e:
+        return json_error(404, str(e))
+    except (SourceError, TimeoutError) as e:
+        return json_error(502, f"Could not fetch the server configuration: {e}")
+    if body.start_on_completion:
+        server.spawn(server.power("start"))
+    return web.Response(status=202)
 
 
 @routes.get("/api/servers/{uuid}")

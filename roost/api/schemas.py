@@ -19,6 +19,11 @@ class PowerBody(_Body):
     wait_seconds: int = Field(default=0, ge=0, le=300)
 
 
+class CreateServerBody(_Body):
+    uuid: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
+    start_on_completion: bool = False
+
+
 class CommandsBody(_Body):
     commands: list[str] = Field(min_length=1, max_length=100)
 

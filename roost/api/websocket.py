@@ -128,30 +128,42 @@ class Connection:
             # binary frames are ignored (spec §1)
 
     async def pump(self) -> None:
-        """Writes queued frames in batches and fires the session's deadlines."""
+        """Writes queued frames in batches and fires the session's deadlines.
+
+        One timer per socket, re-armed only when the session's next deadline changes: a
+        console line then costs a plain event wake-up, not a new task and timer.
+        """
+        loop = asyncio.get_running_loop()
         transport = self.request.transport
-        while True:
-            deadline = self.session.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.time())
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout)
-            except TimeoutError:
-                pass
-            self.wake.clear()
-            self.session.tick(time.time())
-            self.process()
-            self.wake.clear()
-            if self.sub.overflowed:
-                self.close_request = proto.Close(1008, "not reading")
-            while self.sub.queue:
-                if transport is None or transport.is_closing():
+        timer: asyncio.TimerHandle | None = None
+        armed_for: float | None = None
+        try:
+            while True:
+                deadline = self.session.next_deadline()
+                if deadline != armed_for:
+                    if timer is not None:
+                        timer.cancel()
+                    timer = None if deadline is None else loop.call_at(
+                        loop.time() + max(0.0, deadline - time.time()), self.wake.set)
+                    armed_for = deadline
+                await self.wake.wait()
+                self.wake.clear()
+                self.session.tick(time.time())
+                self.process()
+                self.wake.clear()
+                if self.sub.overflowed:
+                    self.close_request = proto.Close(1008, "not reading")
+                while self.sub.queue:
+                    if transport is None or transport.is_closing():
+                        return
+                    transport.write(b"".join(self.sub.take()))
+                    await self._drain(transport)
+                if self.close_request is not None:
+                    await self.ws.close(code=self.close_request.code, message=self.close_request.reason.encode())
                     return
-                frames = self.sub.take()
-                transport.write(b"".join(frames))
-                await self._drain(transport)
-            if self.close_request is not None:
-                await self.ws.close(code=self.close_request.code, message=self.close_request.reason.encode())
-                return
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _drain(self, transport: asyncio.Transport) -> None:
         """Wait (bounded) until the peer has taken most of what we wrote.

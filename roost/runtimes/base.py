@@ -37,7 +37,17 @@ class Attached:
     started_at: float = 0.0  # wall clock (time.time()) when the instance started
 
 
-Fact = Union[Output, Exited, Attached]
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A line about preparing an instance, before it starts (e.g. image pull progress).
+
+    Not console output: the daemon shows it as `install output`, between daemon console lines.
+    """
+
+    line: str
+
+
+Fact = Union[Output, Exited, Attached, Progress]
 FactSink = Callable[[Fact], None]
 
 
@@ -63,6 +73,9 @@ class LaunchSpec:
     data_dir: str  # working directory; the server's files
     limits: Limits = field(default_factory=Limits)
     image: str = ""  # container runtimes only
+    # Container runtimes only: (host ip, port) of each allocation; bound as tcp and udp to the
+    # same port inside the container.
+    ports: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

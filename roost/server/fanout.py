@@ -18,6 +18,13 @@ from ..protocol.wsframe import text_frame
 Queued = tuple[bytes, int]
 
 
+def batch_bytes(items: list[Queued]) -> int:
+    total = 0
+    for b, _ in items:
+        total += len(b)
+    return total
+
+
 class Subscriber:
     def __init__(
         self,
@@ -29,7 +36,7 @@ class Subscriber:
         owner: object = None,
         high: int = limits.SOCKET_QUEUE_HIGH,
         control_slack: int = limits.SOCKET_CONTROL_SLACK,
-        high_bytes: int = 8 * 1024 * 1024,
+        high_bytes: int = limits.SOCKET_QUEUE_HIGH_BYTES,
     ):
         self.may_receive = may_receive
         self._wake = wake
@@ -42,6 +49,7 @@ class Subscriber:
         self.low = high // 4
         self.high_bytes = high_bytes
         self.control_limit = high + control_slack
+        self.control_limit_bytes = high_bytes * 2
         self.skipping = False
         self.skipped = 0
         self.total_skipped = 0
@@ -70,12 +78,12 @@ class Subscriber:
             return
         was_empty = not self.queue
         self.queue.extend(items)
-        self.queued_bytes += sum(len(b) for b, _ in items)
+        self.queued_bytes += batch_bytes(items)
         if was_empty and items:
             self._wake()
 
     def offer_control(self, frame: bytes) -> None:
-        if len(self.queue) >= self.control_limit:
+        if len(self.queue) >= self.control_limit or self.queued_bytes >= self.control_limit_bytes:
             self.overflowed = True
             self._wake()
             return
@@ -141,11 +149,11 @@ class Hub:
                 continue
             if sub.roost_extensions:
                 if with_seq is None:
-                    with_seq = [(text_frame(events.frame(events.CONSOLE_OUTPUT, t, seq=s)), s) for s, t in lines]
+                    with_seq = [(text_frame(events.console_frame_seq(t, s)), s) for s, t in lines]
                 sub.offer_console(with_seq)
             else:
                 if plain is None:
-                    plain = [(text_frame(events.frame(events.CONSOLE_OUTPUT, t)), s) for s, t in lines]
+                    plain = [(text_frame(events.console_frame(t)), s) for s, t in lines]
                 sub.offer_console(plain)
 
     def publish(self, frame: str, permission: str | None = None) -> None:

@@ -15,6 +15,7 @@ from ..protocol.tokens import DenyList
 from ..runtimes.base import FactSink, ServerRuntime
 from .definition import ServerDefinition
 from .server import Server
+from .source import SourceError
 from .states import ACTIVE
 
 if TYPE_CHECKING:
@@ -53,17 +54,41 @@ class Manager:
         for d in (self.config.system.root_directory, self.config.system.data, self.config.console_directory):
             Path(d).mkdir(parents=True, exist_ok=True)
         self._load_denylist()
-        await self.source.reset_states()
-        for definition in await self.source.list_servers():
+        loop = asyncio.get_running_loop()
+        if not await self._load_servers():
+            # The source (a panel) is down: serve the API anyway and keep trying.
+            self._tasks.append(loop.create_task(self._retry_load()))
+        self._tasks.append(loop.create_task(self._sample_loop()))
+        self._tasks.append(loop.create_task(self._flush_loop()))
+        self._tasks.append(loop.create_task(self._disk_loop()))
+
+    async def _load_servers(self) -> bool:
+        try:
+            await self.source.reset_states()
+            definitions = await self.source.list_servers()
+        except SourceError as e:
+            log.error("could not load server configurations: %s", e)
+            return False
+        for definition in definitions:
+            if definition.uuid in self.servers:
+                continue
             server = self.add(definition)
             if await server.attach():
                 log.info("server %s: reattached to a running instance", server.uuid)
         for err in getattr(self.source, "errors", []) or []:
             log.error("server definition refused: %s", err)
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._sample_loop()))
-        self._tasks.append(loop.create_task(self._flush_loop()))
-        self._tasks.append(loop.create_task(self._disk_loop()))
+        return True
+
+    async def _retry_load(self) -> None:
+        while not await self._load_servers():
+            await asyncio.sleep(limits.SOURCE_RETRY_S)
+
+    async def create(self, uuid: str) -> Server:
+        """Node API POST /api/servers: fetch the configuration and register the server."""
+        definition = await asyncio.wait_for(self.source.get_server(uuid), limits.RUNTIME_CALL_TIMEOUT_S * 4)
+        server = self.add(definition)
+        server.data_dir.mkdir(parents=True, exist_ok=True)
+        return server
 
     def add(self, definition: ServerDefinition) -> Server:
         def runtime_for(uuid: str, data_dir: str, sink: FactSink) -> ServerRuntime:
@@ -80,6 +105,9 @@ class Manager:
         stop = self.config.roost.shutdown_stops_servers
         await asyncio.gather(*(s.close(stop_servers=stop) for s in self.servers.values()), return_exceptions=True)
         self._save_denylist()
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            await close()
 
     async def delete(self, uuid: str) -> None:
         server = self.servers.pop(uuid)

@@ -165,9 +165,9 @@ class Server:
         else:
             lines = self.log.since(since_seq, limit=limits.CONSOLE_RING_LINES)
         if sub.roost_extensions:
-            items = [(text_frame(events.frame(events.CONSOLE_OUTPUT, ln.text, seq=ln.seq)), ln.seq) for ln in lines]
+            items = [(text_frame(events.console_frame_seq(ln.text, ln.seq)), ln.seq) for ln in lines]
         else:
-            items = [(text_frame(events.frame(events.CONSOLE_OUTPUT, ln.text)), ln.seq) for ln in lines]
+            items = [(text_frame(events.console_frame(ln.text)), ln.seq) for ln in lines]
         sub.replace_console(items)
 
     # ---- facts from the runtime ---------------------------------------------------------------

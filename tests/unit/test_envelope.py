@@ -33,3 +33,11 @@ def test_parse_never_raises_on_any_json(doc):
     import json
     result = parse(json.dumps(doc))
     assert result is None or isinstance(result.event, str)
+
+
+@given(st.text(max_size=200), st.integers(min_value=1, max_value=2**40))
+def test_console_frame_template_matches_the_generic_serializer(line, seq):
+    import json as _json
+    from roost.protocol import events
+    assert events.console_frame(line) == events.frame(events.CONSOLE_OUTPUT, line)
+    assert _json.loads(events.console_frame_seq(line, seq)) == {"event": "console output", "args": [line], "seq": seq}
