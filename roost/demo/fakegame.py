@@ -17,6 +17,7 @@ HELP = [
     "list - players online",
     "say <text> - broadcast a message",
     "burst <N> [width] - print N numbered lines as fast as possible (padded to width)",
+    "tick <N> <ms> - print N numbered lines, one every ms milliseconds, in the background",
     "crash [code] - exit with code (default 1)",
     "alloc <MiB> - allocate and touch memory",
     "stop - stop the server",
@@ -42,6 +43,18 @@ def burst(count: int, width: int = 0) -> None:
         sys.stdout.flush()
 
 
+def tick(count: int, interval_ms: int) -> None:
+    """Print `tick i of N` lines from a background thread while the console stays usable."""
+    import threading
+
+    def run() -> None:
+        for i in range(1, count + 1):
+            out(f"tick {i} of {count}")
+            time.sleep(interval_ms / 1000.0)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
 def alloc(mib: int) -> None:
     block = bytearray(mib * 1024 * 1024)
     for i in range(0, len(block), 4096):  # touch every page so it is really resident
@@ -64,6 +77,8 @@ def handle(command: str, name: str) -> None:
     elif verb == "burst" and rest.split() and all(p.isdigit() for p in rest.split()[:2]):
         parts = [int(p) for p in rest.split()[:2]]
         burst(parts[0], parts[1] if len(parts) > 1 else 0)
+    elif verb == "tick" and len(rest.split()) == 2 and all(p.isdigit() for p in rest.split()):
+        tick(*(int(p) for p in rest.split()))
     elif verb == "crash":
         code = int(rest) if rest.strip().lstrip("-").isdigit() else 1
         err(f"Crashing with exit code {code}")

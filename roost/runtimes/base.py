@@ -109,8 +109,16 @@ class ServerRuntime(Protocol):
     async def start(self, spec: LaunchSpec) -> None:
         """Start an instance; an `Attached` fact follows, then `Output`s, then `Exited`."""
 
-    async def attach(self) -> bool:
-        """Reattach to an instance left running by an earlier daemon; False when none."""
+    async def attach(self, checkpoint: dict | None = None) -> bool:
+        """Reattach to an instance left running by an earlier daemon; False when none.
+
+        `checkpoint` is the last value of `checkpoint()` the daemon stored together with the
+        console lines it had received: output after it is delivered again, exactly once.
+        """
+
+    def checkpoint(self) -> dict | None:
+        """An opaque, JSON-serialisable position: every `Output` fact emitted so far is
+        before it, nothing after it. None when there is no instance or no exact position."""
 
     async def write_stdin(self, data: bytes) -> None:
         """Write bytes to the instance's stdin. Raises RuntimeError_ when not running."""

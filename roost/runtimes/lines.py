@@ -66,6 +66,22 @@ class LineSplitter:
         self._after_cr = data.endswith(b"\r")
         return lines
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes fed but not yet part of an emitted line (the unterminated tail)."""
+        return 0 if self._discarding else len(self._partial)
+
+    def flags(self) -> tuple[bool, bool]:
+        """(after_cr, discarding): the state a resumed splitter needs besides the bytes."""
+        return self._after_cr, self._discarding
+
+    @classmethod
+    def resumed(cls, after_cr: bool, discarding: bool, max_line_bytes: int = MAX_LINE_BYTES) -> "LineSplitter":
+        """A splitter continuing a stream at a checkpoint (see `pending_bytes`, `flags`)."""
+        s = cls(max_line_bytes)
+        s._after_cr, s._discarding = after_cr, discarding
+        return s
+
     def flush(self) -> list[str]:
         """End of stream: return the unterminated last line, if any."""
         lines: list[str] = []

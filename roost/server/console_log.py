@@ -6,6 +6,7 @@ the server is offline and after a daemon restart (the tail of the file is read b
 """
 from __future__ import annotations
 
+import json
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ class ConsoleLog:
         self._keep = keep
         self._ring: deque[LogLine] = deque(maxlen=ring_lines)
         self.next_seq = 1
+        # The newest runtime checkpoint in the file, and the server lines written after it:
+        # a runtime resuming at that checkpoint delivers those lines again (see Server.attach).
+        self.last_checkpoint: dict | None = None
+        self.after_checkpoint: list[str] = []
+        self._written_checkpoint: dict | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._load_tail()
         self._file = open(path, "ab", buffering=256 * 1024)
@@ -51,10 +57,19 @@ class ConsoleLog:
             except FileNotFoundError:
                 continue
             for raw in data.split(b"\n"):
+                if raw.startswith(b"0\tc\t"):
+                    try:
+                        self.last_checkpoint = json.loads(raw[4:])
+                    except ValueError:
+                        continue  # torn by a crash: the previous one still holds
+                    self.after_checkpoint = []
+                    continue
                 line = _decode(raw)
                 if line is not None:
                     self._ring.append(line)
                     self.next_seq = line.seq + 1
+                    if not line.daemon:
+                        self.after_checkpoint.append(line.text)
 
     def append(self, text: str, *, daemon: bool = False) -> LogLine:
         line = LogLine(self.next_seq, text, daemon)
@@ -84,6 +99,15 @@ class ConsoleLog:
         return out[-limit:]
 
     def flush(self) -> None:
+        self._file.flush()
+
+    def checkpoint(self, doc: dict | None) -> None:
+        """Record the runtime's position after the lines written so far, then flush."""
+        if doc is not None and doc != self._written_checkpoint:
+            rec = b"0\tc\t" + json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+            self._file.write(rec)
+            self._size += len(rec)
+            self._written_checkpoint = doc
         self._file.flush()
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from ..runtimes.base import FactSink, ServerRuntime
 from .definition import ServerDefinition
 from .server import Server
 from .source import SourceError
-from .states import ACTIVE
+from .states import ACTIVE, ServerState
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
@@ -45,6 +45,9 @@ class Manager:
         self.servers: dict[str, Server] = {}
         self.denylist = DenyList()
         self._denylist_path = Path(config.system.root_directory) / "denylist.json"
+        self._states_path = Path(config.system.root_directory) / "states.json"
+        self._persisted_states: dict[str, str] = {}
+        self._states_dirty = False
         self._tasks: list[asyncio.Task] = []
         self.boot_time = time.time()
 
@@ -54,6 +57,7 @@ class Manager:
         for d in (self.config.system.root_directory, self.config.system.data, self.config.console_directory):
             Path(d).mkdir(parents=True, exist_ok=True)
         self._load_denylist()
+        self._load_states()
         loop = asyncio.get_running_loop()
         if not await self._load_servers():
             # The source (a panel) is down: serve the API anyway and keep trying.
@@ -73,8 +77,14 @@ class Manager:
             if definition.uuid in self.servers:
                 continue
             server = self.add(definition)
-            if await server.attach():
+            before = self._persisted_states.get(server.uuid)
+            persisted = ServerState(before) if before in ServerState._value2member_map_ else None
+            if await server.attach(persisted):
                 log.info("server %s: reattached to a running instance", server.uuid)
+            elif persisted in (ServerState.STARTING, ServerState.RUNNING):
+                # It was running and is gone (the host restarted): start it again.
+                log.info("server %s: was %s before this boot; starting it", server.uuid, persisted)
+                server.spawn(server.power("start"))
         for err in getattr(self.source, "errors", []) or []:
             log.error("server definition refused: %s", err)
         return True
@@ -94,7 +104,8 @@ class Manager:
         def runtime_for(uuid: str, data_dir: str, sink: FactSink) -> ServerRuntime:
             return self._runtime_for(definition, uuid, data_dir, sink)
 
-        server = Server(definition, config=self.config, source=self.source, runtime_for=runtime_for)
+        server = Server(definition, config=self.config, source=self.source, runtime_for=runtime_for,
+                        on_state=self._state_changed)
         self.servers[server.uuid] = server
         return server
 
@@ -105,6 +116,7 @@ class Manager:
         stop = self.config.roost.shutdown_stops_servers
         await asyncio.gather(*(s.close(stop_servers=stop) for s in self.servers.values()), return_exceptions=True)
         self._save_denylist()
+        self._save_states()
         close = getattr(self.source, "close", None)
         if close is not None:
             await close()
@@ -113,6 +125,29 @@ class Manager:
         server = self.servers.pop(uuid)
         server.publish(events.frame(events.DELETED))
         await server.destroy()
+        self._state_changed(server)
+
+    # ---- persisted states (what to start again after a host reboot) -------------------------
+
+    def _load_states(self) -> None:
+        try:
+            doc = json.loads(self._states_path.read_text())
+            self._persisted_states = {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+        except FileNotFoundError:
+            pass
+        except (ValueError, OSError) as e:
+            log.error("server states unreadable (%s); nothing will be restarted", e)
+
+    def _state_changed(self, server: Server) -> None:
+        self._states_dirty = True
+
+    def _save_states(self) -> None:
+        states = {uuid: str(s.state) for uuid, s in self.servers.items()}
+        try:
+            write_atomic(self._states_path, json.dumps(states).encode())
+            self._states_dirty = False
+        except OSError as e:
+            log.error("could not persist server states: %s", e)
 
     # ---- deny list ----------------------------------------------------------------------------
 
@@ -154,9 +189,11 @@ class Manager:
             await asyncio.sleep(limits.CONSOLE_LOG_FLUSH_S)
             for s in list(self.servers.values()):
                 try:
-                    s.log.flush()
+                    s.write_checkpoint()
                 except (OSError, ValueError) as e:
                     log.error("server %s: console log flush failed: %s", s.uuid, e)
+            if self._states_dirty:
+                self._save_states()
 
     async def _disk_loop(self) -> None:
         """Data directory sizes, scanned off the event loop, one server at a time."""

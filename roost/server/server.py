@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,7 @@ class Server:
         config: "NodeConfig",
         source: "ServerSource",
         runtime_for: "callable",
+        on_state=None,
         clock=time.monotonic,
         wall=time.time,
     ):
@@ -90,6 +92,11 @@ class Server:
         self._tasks: set[asyncio.Task] = set()
         self.deleted = False
         self._limits_note_logged = False
+        self._on_state = on_state  # the manager persists states (host reboot restarts)
+        # Lines already in the log that a runtime resuming at the log's checkpoint delivers
+        # again: matched and dropped so every line is logged and sent exactly once.
+        self._redelivered: deque[str] = deque()
+        self._reattach_state: ServerState | None = None
 
     # ---- views ------------------------------------------------------------------------------
 
@@ -130,6 +137,11 @@ class Server:
         self._flush_console()
 
     def _on_output(self, text: str) -> None:
+        if self._redelivered:
+            if text == self._redelivered[0]:
+                self._redelivered.popleft()
+                return
+            self._redelivered.clear()
         line = self.log.append(text)
         passed, announce = self.throttle.admit(self._clock())
         if passed:
@@ -180,7 +192,13 @@ class Server:
             self.started_at = fact.started_at or self._wall()
             self._exited.clear()
             if fact.reattached and self.state is S.OFFLINE:
-                self.machine.change_state(S.RUNNING, cause="reattached at boot")
+                # Back in the state the previous daemon left it in (persisted), else running.
+                if self._reattach_state is S.STARTING:
+                    self.machine.change_state(S.STARTING, cause="reattached while starting")
+                else:
+                    self.machine.change_state(S.RUNNING, cause="reattached at boot")
+                    if self._reattach_state is S.STOPPING:
+                        self.machine.change_state(S.STOPPING, cause="reattached while stopping")
             elif self.state is S.STARTING and self._matcher.empty:
                 self.machine.change_state(S.RUNNING, cause="no done matcher")
         elif isinstance(fact, Exited):
@@ -231,6 +249,8 @@ class Server:
     def _on_state_change(self, old: ServerState, new: ServerState, cause: str) -> None:
         log.info("server %s: %s -> %s (%s)", self.uuid, old, new, cause)
         self.publish(self.status_frame())
+        if self._on_state is not None:
+            self._on_state(self)
 
     # ---- power --------------------------------------------------------------------------------
 
@@ -361,13 +381,23 @@ class Server:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def attach(self) -> bool:
-        """Boot: find an instance left running by an earlier daemon."""
+    async def attach(self, persisted_state: ServerState | None = None) -> bool:
+        """Boot: find an instance left running by an earlier daemon, resuming its output at
+        the checkpoint stored in the console log (nothing lost, nothing twice)."""
+        self._reattach_state = persisted_state
+        self._redelivered = deque(self.log.after_checkpoint)
         try:
-            return await asyncio.wait_for(self.runtime.attach(), limits.RUNTIME_CALL_TIMEOUT_S)
+            found = await asyncio.wait_for(self.runtime.attach(self.log.last_checkpoint), limits.RUNTIME_CALL_TIMEOUT_S)
         except Exception as e:
             log.warning("server %s: attach failed: %s", self.uuid, e)
-            return False
+            found = False
+        if not found:
+            self._redelivered.clear()
+        return found
+
+    def write_checkpoint(self) -> None:
+        """Flush the console log with the runtime's position after its lines (periodic)."""
+        self.log.checkpoint(self.runtime.checkpoint())
 
     async def close(self, *, stop_servers: bool) -> None:
         """Daemon shutdown: stop the server if asked, else leave it running for the next boot."""
@@ -379,6 +409,7 @@ class Server:
         for t in list(self._tasks):
             t.cancel()
         try:
+            self.write_checkpoint()
             await self.runtime.close()
         finally:
             self.log.close()

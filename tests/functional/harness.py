@@ -108,6 +108,13 @@ class Node:
                 time.sleep(0.05)
         raise RuntimeError("daemon did not start listening")
 
+    def kill9(self) -> None:
+        """The daemon dies at once (no shutdown code runs); its servers stay up."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -205,7 +212,10 @@ class Client:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no matching event; last: {self.events[-5:]}")
-            ev = await self.recv(left)
+            try:
+                ev = await self.recv(left)
+            except (TimeoutError, asyncio.TimeoutError):
+                raise TimeoutError(f"no matching event in {timeout}s; last: {self.events[-5:]}") from None
             if pred(ev):
                 return ev
 

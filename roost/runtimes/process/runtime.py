@@ -29,6 +29,7 @@ from roost.runtimes.process.holder import (
     read_json, write_atomic,
 )
 from roost.runtimes.process.procstats import ProcStats
+from roost.runtimes.process.resume import ResumeMarks, iter_records_at
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,10 @@ class ProcessServerRuntime:
         self._cursor = 0
         self._cursor_saved_at = 0.0
         self._splitters: dict[int, LineSplitter] = {}
+        self._marks: ResumeMarks | None = None
+        # (marks, splitters) continuing a checkpoint, used by the next _begin_instance
+        self._restore: tuple[ResumeMarks, dict[int, LineSplitter]] | None = None
+        self._instance_id = ""
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -146,10 +151,24 @@ class ProcessServerRuntime:
         except Exception:  # a broken sink must not kill the relay
             log.exception("fact sink failed for server %s", self._uuid)
 
-    def _emit_output(self, stream: int, data: bytes) -> None:
-        name = wire.STREAM_NAMES[stream]
-        for line in self._splitters[stream].feed(data):
-            self._emit(Output(line, name))
+    def _emit_records(self, offset: int, records: bytes) -> None:
+        """Turn spool records (starting at `offset`) into Output facts, skipping what a
+        restored checkpoint says was delivered already."""
+        marks = self._marks
+        for record_offset, record_end, stream, data in iter_records_at(records, offset):
+            splitter = self._splitters[stream]
+            fed = marks.accept(stream, record_offset, record_end, data) if marks else data
+            if fed:
+                name = wire.STREAM_NAMES[stream]
+                for line in splitter.feed(fed):
+                    self._emit(Output(line, name))
+            if marks:
+                marks.settle(stream, splitter)
+
+    def checkpoint(self) -> dict | None:
+        if not self._running or self._marks is None or not self._splitters:
+            return None
+        return self._marks.checkpoint(self._splitters)
 
     def _flush_output(self) -> None:
         for stream, splitter in self._splitters.items():
@@ -159,7 +178,12 @@ class ProcessServerRuntime:
     def _begin_instance(self, pid: int, started_at: float, reattached: bool) -> None:
         self._running = True
         self._exited = asyncio.Event()
-        self._splitters = {wire.STDOUT: LineSplitter(), wire.STDERR: LineSplitter()}
+        if self._restore is not None:
+            self._marks, self._splitters = self._restore
+            self._restore = None
+        else:
+            self._marks = ResumeMarks(self._instance_id, self._cursor)
+            self._splitters = {wire.STDOUT: LineSplitter(), wire.STDERR: LineSplitter()}
         self._pid = pid
         self._stats = ProcStats(pid, started_at, self._cgroup)
         self._emit(Attached(pid=pid, reattached=reattached, started_at=started_at))
@@ -290,8 +314,7 @@ class ProcessServerRuntime:
         if offset != self._cursor:
             log.warning("server %s: %d bytes of output were dropped from the full spool",
                         self._uuid, offset - self._cursor)
-        for stream, data in wire.iter_records(records):
-            self._emit_output(stream, data)
+        self._emit_records(offset, records)
         self._cursor = offset + len(records)
         if time.monotonic() - self._cursor_saved_at >= CURSOR_SAVE_INTERVAL_S:
             self._save_cursor()
@@ -353,8 +376,7 @@ class ProcessServerRuntime:
                 offset, records = spool.read(self._cursor, wire.OUTPUT_FRAME_RECORD_BYTES)
                 if not records:
                     break
-                for stream, data in wire.iter_records(records):
-                    self._emit_output(stream, data)
+                self._emit_records(offset, records)
                 self._cursor = offset + len(records)
                 await asyncio.sleep(0)  # let other servers' output through
         except wire.WireError as exc:
@@ -382,6 +404,8 @@ class ProcessServerRuntime:
             raise RuntimeError_("an instance started by an earlier daemon is still running")
         os.makedirs(self._state_dir, mode=0o700, exist_ok=True)
         self._remove_instance_files()
+        self._instance_id = os.urandom(8).hex()
+        self._restore = None
         self._prepare_data_dir()
         self._cgroup, self.limits_note = await asyncio.to_thread(
             cgroups.create, self._factory.cgroup_root, self._uuid, spec.limits)
@@ -397,6 +421,7 @@ class ProcessServerRuntime:
             "oom_file": self._cgroup.oom_file if self._cgroup else None,
             "spool_segment_bytes": self._factory.spool_segment_bytes,
             "limits_note": self.limits_note,  # for a later daemon's attach
+            "instance_id": self._instance_id,  # checkpoints name the instance they belong to
         }
         write_atomic(self._path(SPEC_NAME), json.dumps(holder_spec).encode())
         open(self._path(LOG_NAME), "w").close()
@@ -429,9 +454,13 @@ class ProcessServerRuntime:
         if code != 0:
             raise RuntimeError_(f"could not start the server: {_holder_errors(self._state_dir)}")
 
-    async def attach(self) -> bool:
+    async def attach(self, checkpoint: dict | None = None) -> bool:
         """Reconnect to a holder left by an earlier daemon. A server that exited meanwhile is
-        reported like a live one (Attached, its remaining output, Exited) and returns True."""
+        reported like a live one (Attached, its remaining output, Exited) and returns True.
+
+        With the daemon's `checkpoint` for this instance, output resumes exactly after the
+        last line the daemon recorded; without one, from the runtime's own (approximate)
+        cursor file."""
         if self._running:
             return True
         spec = read_json(self._path(SPEC_NAME))
@@ -439,7 +468,15 @@ class ProcessServerRuntime:
             return False
         self._cgroup = Cgroup.from_json(spec.get("cgroup"))
         self.limits_note = spec.get("limits_note")
-        if await self._adopt(self._load_cursor(), reattached=True):
+        self._instance_id = str(spec.get("instance_id") or "")
+        restored = ResumeMarks.from_checkpoint(checkpoint, self._instance_id) if self._instance_id else None
+        if restored is not None:
+            self._restore = restored
+            cursor = ResumeMarks.resume_offset(checkpoint)
+        else:
+            self._restore = None
+            cursor = self._load_cursor()
+        if await self._adopt(cursor, reattached=True):
             return True
         await self._release_instance()  # stale state of a holder that died
         return False
