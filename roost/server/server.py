@@ -17,7 +17,8 @@ from .. import limits
 from ..protocol import events
 from ..protocol.done import DoneMatcher
 from ..protocol.throttle import ConsoleThrottle
-from ..runtimes.base import Attached, Exited, Fact, LaunchSpec, Limits, Output, Sample, ServerRuntime
+from ..protocol.permissions import ADMIN_INSTALL
+from ..runtimes.base import Attached, Exited, Fact, LaunchSpec, Limits, Output, Progress, Sample, ServerRuntime
 from . import crash_policy
 from .console_log import ConsoleLog
 from .definition import ServerDefinition
@@ -97,6 +98,7 @@ class Server:
         # again: matched and dropped so every line is logged and sent exactly once.
         self._redelivered: deque[str] = deque()
         self._reattach_state: ServerState | None = None
+        self._preparing = False  # Progress facts seen, Attached not yet
 
     # ---- views ------------------------------------------------------------------------------
 
@@ -187,7 +189,16 @@ class Server:
     def _on_fact(self, fact: Fact) -> None:
         if isinstance(fact, Output):
             self._on_output(fact.line)
+        elif isinstance(fact, Progress):
+            # Preparing the instance (an image pull): daemon lines around `install output`.
+            if not self._preparing:
+                self._preparing = True
+                self.daemon_line("Pulling Docker container image, this could take a few minutes to complete...")
+            self.publish(events.frame(events.INSTALL_OUTPUT, fact.line), ADMIN_INSTALL)
         elif isinstance(fact, Attached):
+            if self._preparing:
+                self._preparing = False
+                self.daemon_line("Finished pulling Docker container image")
             self.attached = True
             self.started_at = fact.started_at or self._wall()
             self._exited.clear()
@@ -447,4 +458,13 @@ class Server:
                 oom_disabled=b.oom_disabled,
             ),
             image=s.container.image,
+            ports=self._ports(),
         )
+
+    def _ports(self) -> tuple[tuple[str, int], ...]:
+        """Every allocation (mappings), or the default one, as (ip, port)."""
+        a = self.definition.settings.allocations
+        ports = [(ip, int(p)) for ip, plist in a.mappings.items() for p in plist]
+        if not ports and a.default.port:
+            ports = [(a.default.ip, a.default.port)]
+        return tuple(ports)
