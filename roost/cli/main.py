@@ -86,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_up)
 
+    # The token service's store: user, key, server, subuser, node (roost/cli/manage.py).
+    from .manage import register as register_manage
+
+    register_manage(sub)
+
     args = parser.parse_args(argv)
     return args.func(args)
 
