@@ -80,10 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", type=int, default=600, help="lifetime in seconds (default 600)")
     p.set_defaults(func=cmd_token)
 
-    p = sub.add_parser("up", help="start a node with a demo server, in one command")
-    p.add_argument("--home", default=os.environ.get("ROOST_HOME", "/var/lib/roost-up" if os.geteuid() == 0 else str(Path.home() / ".local/share/roost")))
+    from .up import default_home
+
+    p = sub.add_parser("up", help="start the token service, a node and a demo server, in one command")
+    p.add_argument("--home", default=default_home(), help="data directory (default: $ROOST_HOME or /var/lib/roost-up)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="panel (client API) port")
+    p.add_argument("--node-port", type=int, default=0, help="node port (default: --port + 1)")
+    p.add_argument("--token-ttl", type=int, default=600, help="websocket token lifetime in seconds")
     p.set_defaults(func=cmd_up)
 
     # The token service's store: user, key, server, subuser, node (roost/cli/manage.py).

@@ -26,10 +26,7 @@ EXIT_REFUSED = 1
 EXIT_NODE_NOT_TOLD = 3
 
 
-def default_home() -> str:
-    """The data directory `roost up` uses: $ROOST_HOME, else /var/lib/roost-up as root."""
-    return os.environ.get("ROOST_HOME", "/var/lib/roost-up" if os.geteuid() == 0
-                          else str(Path.home() / ".local/share/roost"))
+from .up import default_home  # noqa: E402  (one definition of where `roost up` lives)
 
 
 class Refused(Exception):
