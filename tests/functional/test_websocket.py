@@ -353,3 +353,36 @@ async def test_roost_extension_sequence_numbers_and_resume(node):
     await plain.send("send command", "say three")
     ev = await plain.expect_console("[Server] three")
     assert "seq" not in ev
+
+
+async def test_stop_timeout_kills_the_group(make_node):
+    n = make_node({"roost": {"stop_timeout_s": 1.5}})
+    sid = n.add_server()
+    import yaml
+    path = n.home / "servers" / f"{sid}.yml"
+    doc = yaml.safe_load(path.read_text())
+    doc["process_configuration"]["stop"] = {"type": "command", "value": "say not stopping"}  # ignored stop
+    path.write_text(yaml.safe_dump(doc))
+    n.start()
+    c = await n.client(sid)
+    await started(n, c)
+    t0 = time.monotonic()
+    await c.send("set state", "stop")
+    await c.expect_console("[Server] not stopping")
+    await c.expect_console("did not stop in time", 5)
+    await c.expect_status("offline", 5)
+    assert 1.4 < time.monotonic() - t0 < 5
+
+
+async def test_out_of_memory_is_reported(make_node):
+    n = make_node({"system": {"crash_detection": {"enabled": True}}})
+    sid = n.add_server(build={"memory_limit": 64, "swap": 0, "cpu_limit": 0, "oom_disabled": False})
+    n.start()
+    c = await n.client(sid)
+    await started(n, c)
+    _, view, _ = await n.http("GET", f"/api/servers/{sid}")
+    if view["limits_note"]:
+        pytest.skip(f"memory limits cannot be enforced here: {view['limits_note']}")
+    await c.send("send command", "alloc 256")
+    await c.expect_console(events.CRASH_DETECTED, 15)
+    await c.expect_console("Out of memory: true")
