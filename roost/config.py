@@ -59,6 +59,18 @@ class Throttles(_Model):
     line_reset_interval: int = 100  # milliseconds
 
 
+class DockerNetwork(_Model):
+    mode: str = "bridge"
+
+
+class DockerConfig(_Model):
+    """Wings' `docker:` section (the keys roost reads)."""
+
+    socket: str | None = None  # engine API address; None = the default unix socket
+    tmpfs_size: int = 100  # MiB for each container's /tmp
+    network: DockerNetwork = Field(default_factory=DockerNetwork)
+
+
 class WebsocketSettings(_Model):
     auth_timeout_s: float = 30.0
     expiring_notice_s: float = 60.0
@@ -99,6 +111,7 @@ class NodeConfig(_Model):
     api: ApiConfig = Field(default_factory=ApiConfig)
     system: SystemConfig = Field(default_factory=SystemConfig)
     throttles: Throttles = Field(default_factory=Throttles)
+    docker: DockerConfig = Field(default_factory=DockerConfig)
     roost: RoostSettings = Field(default_factory=RoostSettings)
 
     @property

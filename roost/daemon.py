@@ -49,16 +49,25 @@ def runtime_chooser(config: NodeConfig):
     from .runtimes.process.runtime import ProcessRuntimeFactory
 
     uid, gid = server_user(config)
-    factories = {
+    factories: dict[str, object] = {
         "process": ProcessRuntimeFactory(str(config.state_directory), uid, gid, config.roost.cgroup_parent),
     }
 
+    def docker_factory():
+        # Built on first use: a node that never runs a container needs no engine.
+        if "docker" not in factories:
+            from .runtimes.docker.runtime import DockerRuntimeFactory
+
+            factories["docker"] = DockerRuntimeFactory(
+                state_root=str(config.state_directory / "docker"), docker_url=config.docker.socket,
+                uid=uid, gid=gid, network_mode=config.docker.network.mode,
+                tmpfs_size_mb=config.docker.tmpfs_size,
+            )
+        return factories["docker"]
+
     def runtime_for(definition: ServerDefinition, uuid: str, data_dir: str, sink: FactSink) -> ServerRuntime:
         kind = definition.runtime or config.roost.runtime
-        factory = factories.get(kind)
-        if factory is None:
-            log.error("server %s asks for the %s runtime, which this node does not have; using process", uuid, kind)
-            factory = factories["process"]
+        factory = docker_factory() if kind == "docker" else factories["process"]
         return factory.for_server(uuid, data_dir, sink)
 
     return runtime_for

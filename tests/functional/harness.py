@@ -44,7 +44,8 @@ def deep_merge(base: dict, over: dict) -> dict:
 class Node:
     """One daemon process with its own short-path home (unix sockets need short paths)."""
 
-    def __init__(self, overrides: dict | None = None):
+    def __init__(self, overrides: dict | None = None, runtime: str = "process"):
+        self.runtime = runtime
         self.home = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
         self.home.chmod(0o755)  # the unprivileged server user must reach its data dir
         self.port = free_port()
@@ -68,6 +69,7 @@ class Node:
                 "stop_timeout_s": 10,
                 "shutdown_stops_servers": True,
                 "stats_interval_s": 1.0,
+                "runtime": runtime,
             },
         }
         deep_merge(self.config, overrides or {})
@@ -81,6 +83,8 @@ class Node:
         """Write a server definition file; the default is the demo game."""
         if doc is None:
             sid = settings.pop("uuid", None) or str(uuidlib.uuid4())
+            if self.runtime == "docker":
+                settings.setdefault("container", {"image": "~roost-test/fakegame:latest"})
             doc = demo_definition(sid, **settings)
             install_demo_files(Path(self.config["system"]["data"]) / sid)
         sid = doc["settings"]["uuid"]
