@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
 
     register_manage(sub)
 
+    # `roost console SERVER`: a terminal on a server's console, through the client API.
+    from .console import register as register_console
+
+    register_console(sub)
+
     args = parser.parse_args(argv)
     return args.func(args)
 
