@@ -69,6 +69,8 @@ class DockerConfig(_Model):
     socket: str | None = None  # engine API address; None = the default unix socket
     tmpfs_size: int = 100  # MiB for each container's /tmp
     network: DockerNetwork = Field(default_factory=DockerNetwork)
+    # roost: extra labels on every container this node creates (e.g. to find test containers)
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class WebsocketSettings(_Model):

@@ -61,7 +61,7 @@ def runtime_chooser(config: NodeConfig):
             factories["docker"] = DockerRuntimeFactory(
                 state_root=str(config.state_directory / "docker"), docker_url=config.docker.socket,
                 uid=uid, gid=gid, network_mode=config.docker.network.mode,
-                tmpfs_size_mb=config.docker.tmpfs_size,
+                tmpfs_size_mb=config.docker.tmpfs_size, labels=config.docker.labels or None,
             )
         return factories["docker"]
 

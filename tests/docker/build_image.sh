@@ -38,6 +38,7 @@ if ldd /bin/busybox >/dev/null 2>&1; then
 fi
 
 ROOT=$(mktemp -d /tmp/roost-image.XXXXXX)
+chmod 755 "$ROOT"  # the image root: mktemp makes it 0700, which locks out non-root users
 trap 'rm -rf "$ROOT"' EXIT INT TERM
 mkdir -p "$ROOT/bin" "$ROOT/usr/bin" "$ROOT/usr/lib" "$ROOT/etc" "$ROOT/opt/roost" \
   "$ROOT/home/container" "$ROOT/tmp" "$ROOT/root" "$ROOT/proc" "$ROOT/sys" "$ROOT/dev"
@@ -103,6 +104,7 @@ if command -v chroot >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 
 DIGEST=$(image_digest)
+OLD_ID=$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 tar -C "$ROOT" -cf - . | docker import \
   --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
@@ -111,4 +113,7 @@ tar -C "$ROOT" -cf - . | docker import \
   --change 'CMD ["/bin/sh"]' \
   --change "LABEL roost.test.image=$DIGEST" \
   - "$IMAGE" >/dev/null
+if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$(docker image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+  docker rmi "$OLD_ID" >/dev/null 2>&1 || true  # the replaced build, unless still in use
+fi
 echo "build_image: built $IMAGE ($(du -sh "$ROOT" | cut -f1) uncompressed, digest $DIGEST)"

@@ -71,6 +71,7 @@ class Node:
                 "stats_interval_s": 1.0,
                 "runtime": runtime,
             },
+            "docker": {"labels": {"roost.test": "1"}},
         }
         deep_merge(self.config, overrides or {})
         (self.home / "servers").mkdir()
@@ -135,6 +136,10 @@ class Node:
         # Servers outlive the daemon by design: make sure no test leaves one behind.
         subprocess.run(["pkill", "-9", "-f", str(self.home)], check=False)
         time.sleep(0.05)
+        if self.runtime == "docker":
+            names = [d.stem for d in (self.home / "servers").glob("*.yml")]
+            if names:
+                subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
         for definition in (self.home / "servers").glob("*.yml"):
             for cg in Path("/sys/fs/cgroup").glob(f"*/roost/{definition.stem}"):
                 try:

@@ -8,6 +8,9 @@ from .harness import TOKEN
 
 pytestmark = pytest.mark.asyncio
 
+# The whole suite runs on the process runtime and on the Docker runtime (conftest.py).
+BOTH_RUNTIMES = True
+
 
 async def test_auth_rules(node):
     st, body, headers = await node.http("GET", "/api/system", token=None)

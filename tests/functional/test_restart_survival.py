@@ -13,6 +13,9 @@ from roost.protocol import events
 
 pytestmark = pytest.mark.asyncio
 
+# The whole suite runs on the process runtime and on the Docker runtime (conftest.py).
+BOTH_RUNTIMES = True
+
 
 async def wait_for_line(node, sid, text: str, timeout: float = 20.0) -> list[dict]:
     deadline = time.monotonic() + timeout

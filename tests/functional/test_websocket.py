@@ -12,6 +12,9 @@ from roost.protocol import events
 
 pytestmark = pytest.mark.asyncio
 
+# The whole suite runs on the process runtime and on the Docker runtime (conftest.py).
+BOTH_RUNTIMES = True
+
 
 async def started(node, c):
     await c.send("set state", "start")

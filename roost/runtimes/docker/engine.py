@@ -45,8 +45,12 @@ def _engine_error(what: str, exc: BaseException) -> EngineError:
 
 
 def resolve_url(url: str | None) -> str:
-    """The engine address: the argument, else DOCKER_HOST, else the default unix socket."""
-    return url or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    """The engine address: the argument, else DOCKER_HOST, else the default unix socket. A
+    bare path (Wings' `docker.socket`, e.g. /var/run/docker.sock) is a unix socket."""
+    url = url or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    if url.startswith("/"):
+        return f"unix://{url}"
+    return url
 
 
 class Engine:

@@ -1,49 +1,61 @@
-"""The container's log as roost's console source, and where to resume it (sans-I/O).
+"""The container's log as roost's console source, and exact resume points in it (sans-I/O).
 
 Why the engine's log and not the attach stream: attach output carries no timestamps, so a
-daemon that dies (kill -9) cannot know where its output ended, and a reattach would either
+daemon that dies (kill -9) cannot tell where its output ended, and a reattach would either
 lose or repeat lines at the seam. The engine's log API (`GET /containers/{id}/logs` with
 `timestamps=1`) is one ordered stream of entries, each with a nanosecond timestamp, and with
 `follow=1` it continues live from the same reader, gaplessly. So roost reads *only* the log:
-history and live output come through the same ordered stream and there is no seam between
+history and live output come through the same ordered stream, and there is no seam between
 a "catch-up" read and a live attach. Attach is used for stdin only.
 
-Each entry is one write the engine's log copier made: a whole line with its `\\n`, or a piece
-of a line longer than 16 KiB (pieces share the timestamp of the line's first piece), or the
-unterminated tail at exit. Entries are fed to `LineSplitter`s per stream, which rebuild the
-console lines exactly as the process runtime would.
+Each entry is one write of the engine's log copier: a whole line with its `\\n`, a piece of
+a line longer than 16 KiB (the pieces share the timestamp of the first one), or the
+unterminated tail at exit. Entries are fed to a `LineSplitter` per stream, which rebuilds the
+console lines exactly as the process runtime does.
 
-The resume rule (`Position` + `Resume`):
-- The runtime remembers the last entry it delivered as `(ts, count)`: its timestamp, and how
-  many delivered entries carry exactly that timestamp (more than one only for the pieces of
-  one long line).
-- To resume, it reads the log `since` `ts - SINCE_SLACK_NS` and skips, in log order, every
-  entry up to and including the `count`-th entry stamped `ts` (the marker). Everything after
-  the marker is new. Entries *before* the marker in log order were delivered even if their
-  timestamp is later: the engine stamps stdout and stderr in two goroutines and writes them
-  in lock order, so the log may hold a later stamp a few microseconds before an earlier one.
-  The slack makes such neighbours visible to the skip, so none is replayed.
-- If the marker is not in the log any more (rotated away while nobody read it), the entries
-  stamped after `ts` are delivered (output between the last delivery and the oldest kept log
-  is lost, as with a full spool in the process runtime). Seeking gives up on the marker when
-  an entry is more than `GIVE_UP_NS` later than `ts`, or at the end of a finite read.
-- Assumption: two separate entries never carry the same nanosecond timestamp unless they are
-  pieces of one line (which are consecutive). The engine's clock reading makes that so.
+The resume rule (`LogMarks`), per stream, because stdout and stderr are copied by two
+goroutines that each stamp and write their own entries in order (so within a stream, log
+order is timestamp order; across streams, a later stamp can be written a few microseconds
+before an earlier one):
+- An entry is named (timestamp, index among this stream's entries with that timestamp).
+- A stream's position is the first byte not yet part of a delivered line: (entry name,
+  bytes of that entry already consumed). With no unterminated tail it is just past the last
+  entry fed. The checkpoint holds each stream's position and its splitter flags.
+- To resume, the log is read `since` the earliest position (less `SINCE_SLACK_NS`); entries
+  named before a stream's position are skipped, the entry at it is fed from its byte offset,
+  later ones whole. A line that was only partly received is thus read again whole.
+- A stream with no unfinished line moves up to `SINCE_SLACK_NS` before the newest entry
+  read (any entry of it stamped earlier would have been read by then), so a stream that
+  rarely prints does not make every resume read the whole log.
+- If the entry at a position is no longer in the log (rotated away while nobody read it),
+  resuming starts at the oldest later entry: what was between is lost, as with a full spool
+  in the process runtime.
+- Within a read, a stream's entry names only increase; an entry named at or before the
+  last one accepted, or stamped like the last one accepted when that one ended a line, is a
+  repeat and is dropped (the engine's log follower sends part of the log again when it
+  rotates the file). Not detected: a repeat that starts inside a long line whose pieces the
+  follower had only partly sent.
+- Assumption: the engine's wall clock does not step backwards while a server prints. After
+  a step back by D, the entries stamped in the next D look like repeats and are dropped
+  (time daemons step the clock at boot only, before the engine starts containers).
 """
 from __future__ import annotations
 
 import calendar
 import struct
+from collections import deque
 from dataclasses import dataclass, field
+
+from roost.runtimes.lines import LineSplitter
 
 STDIN, STDOUT, STDERR = 0, 1, 2
 STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 HEADER = struct.Struct(">BxxxL")
-# How far before the marker a resume read starts (see the module docstring). The engine's
-# stdout/stderr reordering spans microseconds; 100 ms is far beyond it and cheap to skip.
+# How far before the earliest position a resume read starts, and how far a silent stream's
+# position trails the newest entry read. The engine's stdout/stderr reordering spans
+# microseconds; 100 ms is far beyond it and cheap to skip.
 SINCE_SLACK_NS = 100_000_000
-# Seeking assumes the marker was rotated away once entries are this much later than it.
-GIVE_UP_NS = 2_000_000_000
+CHECKPOINT_VERSION = 1
 NS_PER_S = 1_000_000_000
 
 
@@ -132,91 +144,131 @@ class FrameDecoder:
 
 
 @dataclass(slots=True)
-class Position:
-    """The last entry delivered: its timestamp and how many delivered entries had exactly
-    that timestamp. (0, 0) = nothing delivered yet: every entry is new. (ts, 0) = the marker
-    was lost: entries stamped after ts are new."""
-
-    ts_ns: int = 0
-    count: int = 0
-
-    def advance(self, entry: Entry) -> None:
-        if entry.ts_ns == self.ts_ns and self.count:
-            self.count += 1
-        else:
-            self.ts_ns = entry.ts_ns
-            self.count = 1
-
-    def to_json(self) -> dict:
-        return {"ts_ns": self.ts_ns, "count": self.count}
-
-    @classmethod
-    def from_json(cls, data: object) -> "Position":
-        if isinstance(data, dict):
-            ts, count = data.get("ts_ns"), data.get("count")
-            if isinstance(ts, int) and isinstance(count, int) and ts >= 0 and count >= 0:
-                return cls(ts, count)
-        return cls()
+class _Span:
+    entry: tuple[int, int]  # the entry's name: (timestamp ns, index within the timestamp)
+    first: int  # where the fed bytes start inside the entry's data
+    local_start: int  # stream-local position of the first fed byte
+    length: int
 
 
 @dataclass(slots=True)
-class Resume:
-    """Filters one log read (started at `since()`) down to the entries not yet delivered.
+class _Stream:
+    position: tuple[int, int, int]  # (ts, index, skip): where this read resumes
+    restored: bool = True  # the position has not been reached yet in this read
+    last: tuple[int, int] | None = None  # name of the last entry seen in this read
+    last_complete: bool = False  # the last entry accepted ended a line
+    consumed: int = 0
+    spans: deque = field(default_factory=deque)
 
-    Call `filter` with each batch of entries in order; at the end of a finite read (or a
-    follow that ended) call `finish` and deliver what it returns too.
+
+class LogMarks:
+    """Where each stream's delivered output ends, for one read of the log.
+
+    Start every read with marks (and splitters) restored from the current checkpoint; feed
+    every entry through `accept` and `settle`; ask `checkpoint` at any time.
     """
 
-    start: Position
-    found: bool = False  # the marker was passed (or there is none to look for)
-    marker_lost: bool = False  # the marker was looked for and is not in the log
-    _seen_at_ts: int = 0
-    _pending: list[Entry] = field(default_factory=list)
+    def __init__(self, positions: dict[int, tuple[int, int, int]] | None = None) -> None:
+        positions = positions or {}
+        self._streams = {s: _Stream(tuple(positions.get(s, (0, 0, 0))))
+                         for s in STREAM_NAMES}
+        self._newest_ts = 0
 
-    def __post_init__(self) -> None:
-        self.found = self.start.count == 0
+    @classmethod
+    def restore(cls, checkpoint: object, container_id: str
+                ) -> tuple["LogMarks", dict[int, LineSplitter]] | None:
+        """Marks and splitters continuing at `checkpoint`; None when it is not a checkpoint
+        of this container."""
+        if not isinstance(checkpoint, dict) or checkpoint.get("v") != CHECKPOINT_VERSION:
+            return None
+        if checkpoint.get("container") != container_id:
+            return None
+        try:
+            positions: dict[int, tuple[int, int, int]] = {}
+            splitters: dict[int, LineSplitter] = {}
+            for s in STREAM_NAMES:
+                ts, index, skip, after_cr, discarding = checkpoint["streams"][str(s)]
+                positions[s] = (int(ts), int(index), int(skip))
+                if min(positions[s]) < 0:
+                    return None
+                splitters[s] = LineSplitter.resumed(bool(after_cr), bool(discarding))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return cls(positions), splitters
+
+    @classmethod
+    def fresh(cls) -> tuple["LogMarks", dict[int, LineSplitter]]:
+        """Marks for a log nothing of which was delivered."""
+        return cls(), {s: LineSplitter() for s in STREAM_NAMES}
 
     def since(self) -> str | None:
-        """The `since` parameter for the read, None for the whole log."""
-        if self.start.ts_ns == 0:
+        """The `since` parameter for this read (None: the whole log)."""
+        earliest = min(st.position[0] for st in self._streams.values())
+        if earliest <= SINCE_SLACK_NS:
             return None
-        return format_since(max(1, self.start.ts_ns - SINCE_SLACK_NS))
+        return format_since(earliest - SINCE_SLACK_NS)
 
-    def filter(self, entries: list[Entry]) -> list[Entry]:
-        if self.found:
-            if self.start.count == 0 and self.start.ts_ns:
-                # Marker lost: only what is stamped after it is new. Once one entry passes,
-                # every later one does (log order), even a reordered neighbour.
-                for i, entry in enumerate(entries):
-                    if entry.ts_ns > self.start.ts_ns:
-                        self.start = Position()
-                        return entries[i:]
-                return []
-            return entries
-        ts, want = self.start.ts_ns, self.start.count
-        for i, entry in enumerate(entries):
-            if entry.ts_ns == ts:
-                self._seen_at_ts += 1
-                if self._seen_at_ts >= want:
-                    self.found = True
-                    self.start = Position()
-                    self._pending.clear()  # they precede the marker: delivered before
-                    return entries[i + 1:]
-            elif entry.ts_ns > ts:
-                if entry.ts_ns - ts > GIVE_UP_NS:  # the marker is gone
-                    self.found = self.marker_lost = True
-                    self.start = Position()
-                    out = self._pending + entries[i:]
-                    self._pending = []
-                    return out
-                self._pending.append(entry)
-        return []
+    def accept(self, entry: Entry) -> bytes:
+        """Register an entry (in log order); returns the bytes of it to feed the splitter."""
+        st = self._streams[entry.stream]
+        last = st.last
+        name = (entry.ts_ns, last[1] + 1 if last is not None and last[0] == entry.ts_ns else 0)
+        st.last = name
+        if entry.ts_ns > self._newest_ts:
+            self._newest_ts = entry.ts_ns
+        first = 0
+        if st.restored:
+            ts, index, skip = st.position
+            if name < (ts, index):
+                return b""  # delivered before the checkpoint
+            if name == (ts, index):
+                first = min(skip, len(entry.data))
+            st.restored = False
+        elif name <= st.spans[-1].entry or (
+                entry.ts_ns == st.spans[-1].entry[0] and st.last_complete):
+            # Sent again: the engine's follower re-reads part of the log when it rotates the
+            # file (seen with 20.10's json-file). A stream's names only increase, and after a
+            # complete line no other entry carries its timestamp.
+            return b""
+        st.last_complete = entry.data.endswith(b"\n")
+        fed = entry.data[first:]
+        st.spans.append(_Span(name, first, st.consumed, len(fed)))
+        st.consumed += len(fed)
+        return fed
 
-    def finish(self) -> list[Entry]:
-        """End of the read: if the marker never came, what was held back is new."""
-        if self.found:
-            return []
-        self.found = self.marker_lost = True
-        self.start = Position()
-        out, self._pending = self._pending, []
-        return out
+    def settle(self, stream: int, splitter: LineSplitter) -> None:
+        """Call after feeding: forget entries wholly before the unterminated tail."""
+        st = self._streams[stream]
+        done = st.consumed - splitter.pending_bytes
+        spans = st.spans
+        while len(spans) > 1 and spans[0].local_start + spans[0].length <= done:
+            spans.popleft()
+
+    def position(self, stream: int, splitter: LineSplitter) -> tuple[int, int, int]:
+        st = self._streams[stream]
+        pending = 0 if st.restored or not st.spans else splitter.pending_bytes
+        if pending == 0:
+            if st.restored or not st.spans:
+                position = st.position
+            else:
+                ts, index = st.spans[-1].entry
+                position = (ts, index + 1, 0)
+            # No line of this stream is unfinished: any entry of it stamped before the floor
+            # would have been read by now, so a quiet stream does not hold resumes back.
+            return max(position, (self._newest_ts - SINCE_SLACK_NS, 0, 0))
+        done = st.consumed - pending
+        for span in st.spans:
+            if span.local_start <= done < span.local_start + span.length:
+                return (span.entry[0], span.entry[1], span.first + done - span.local_start)
+        span = st.spans[0]  # unreachable: settle keeps the span holding the tail
+        return (span.entry[0], span.entry[1], span.first)
+
+    def checkpoint(self, container_id: str, splitters: dict[int, LineSplitter]) -> dict:
+        """Every line emitted so far is before this position, nothing after it."""
+        streams = {}
+        for s, splitter in splitters.items():
+            ts, index, skip = self.position(s, splitter)
+            after_cr, discarding = (splitter.flags() if splitter.pending_bytes == 0
+                                    else (False, False))
+            streams[str(s)] = [ts, index, skip, after_cr, discarding]
+        return {"v": CHECKPOINT_VERSION, "container": container_id, "streams": streams}
