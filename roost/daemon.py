@@ -44,11 +44,10 @@ def server_user(config: NodeConfig) -> tuple[int | None, int | None]:
     return entry.pw_uid, entry.pw_gid
 
 
-def runtime_chooser(config: NodeConfig):
+def runtime_chooser(config: NodeConfig, uid: int | None, gid: int | None):
     """Returns runtime_for(definition, uuid, data_dir, sink) for the Manager."""
     from .runtimes.process.runtime import ProcessRuntimeFactory
 
-    uid, gid = server_user(config)
     factories: dict[str, object] = {
         "process": ProcessRuntimeFactory(str(config.state_directory), uid, gid, config.roost.cgroup_parent),
     }
@@ -86,7 +85,9 @@ def default_source(config: NodeConfig) -> ServerSource:
 
 def build_node(config: NodeConfig, source: ServerSource | None = None) -> tuple[web.Application, Manager]:
     source = source or default_source(config)
-    manager = Manager(config, source, runtime_chooser(config))
+    uid, gid = server_user(config)
+    owner = (uid, gid) if uid is not None and gid is not None else None
+    manager = Manager(config, source, runtime_chooser(config, uid, gid), owner=owner)
     return build_app(config, manager), manager
 
 

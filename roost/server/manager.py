@@ -38,8 +38,10 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class Manager:
-    def __init__(self, config: "NodeConfig", source: "ServerSource", runtime_for: RuntimeFor):
+    def __init__(self, config: "NodeConfig", source: "ServerSource", runtime_for: RuntimeFor,
+                 owner: tuple[int, int] | None = None):
         self.config = config
+        self.owner = owner  # uid/gid servers run as; files the daemon writes for them get it
         self.source = source
         self._runtime_for = runtime_for
         self.servers: dict[str, Server] = {}
@@ -105,7 +107,7 @@ class Manager:
             return self._runtime_for(definition, uuid, data_dir, sink)
 
         server = Server(definition, config=self.config, source=self.source, runtime_for=runtime_for,
-                        on_state=self._state_changed)
+                        on_state=self._state_changed, owner=self.owner)
         self.servers[server.uuid] = server
         return server
 

@@ -45,6 +45,9 @@ STOP_SIGNALS = {
     "SIGQUIT": signal.SIGQUIT, "QUIT": signal.SIGQUIT,
     "SIGUSR1": signal.SIGUSR1, "USR1": signal.SIGUSR1,
     "SIGUSR2": signal.SIGUSR2, "USR2": signal.SIGUSR2,
+    # roost: 112 public eggs stop with `^^C`, which panels turn into the signal name "^C";
+    # Wings SIGKILLs those servers. Ctrl-C is what their authors mean.
+    "^C": signal.SIGINT,
 }
 
 
@@ -61,6 +64,7 @@ class Server:
         source: "ServerSource",
         runtime_for: "callable",
         on_state=None,
+        owner: tuple[int, int] | None = None,
         clock=time.monotonic,
         wall=time.time,
     ):
@@ -99,6 +103,7 @@ class Server:
         self._redelivered: deque[str] = deque()
         self._reattach_state: ServerState | None = None
         self._preparing = False  # Progress facts seen, Attached not yet
+        self._owner = owner
 
     # ---- views ------------------------------------------------------------------------------
 
@@ -303,6 +308,7 @@ class Server:
         self._matcher = self._make_matcher()
         self.machine.change_state(S.STARTING, cause="start requested")
         self._exited.clear()
+        await self._rewrite_config_files()
         try:
             await asyncio.wait_for(self.runtime.start(self._launch_spec()), limits.RUNTIME_CALL_TIMEOUT_S)
         except Exception as e:
@@ -437,6 +443,28 @@ class Server:
         self.log.remove()
 
     # ---- helpers ------------------------------------------------------------------------------
+
+    async def _rewrite_config_files(self) -> None:
+        """The egg's config rewrites (server.properties port, ...), before every start."""
+        configs = self.definition.process_configuration.configs
+        if not configs:
+            return
+        from .configfiles import apply_config_files
+
+        self.daemon_line("Updating process configuration files...")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            results = await asyncio.to_thread(
+                apply_config_files, self.data_dir, configs,
+                settings=self.definition.settings.model_dump(mode="json"),
+                node_config=self.config.model_dump(mode="json"), owner=self._owner,
+            )
+        except OSError as e:
+            log.warning("server %s: config files not updated: %s", self.uuid, e)
+            return
+        for r in results:
+            if r.status == "error":
+                log.warning("server %s: config file %s not updated: %s", self.uuid, r.file, r.detail)
 
     def _make_matcher(self) -> DoneMatcher:
         st = self.definition.process_configuration.startup

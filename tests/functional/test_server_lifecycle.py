@@ -66,3 +66,28 @@ def test_token_command_prints_panel_claims(make_node):
     assert claims["permissions"] == ["control.console", "websocket.connect"]
     assert claims["exp"] - claims["iat"] == 120 and claims["scope"] == "websocket"
     assert isinstance(claims["aud"], list) and len(claims["jti"]) == 32 and claims["unique_id"]
+
+
+async def test_config_files_are_rewritten_before_every_start(make_node):
+    n = make_node()
+    sid = n.add_server(environment={"SERVER_NAME": "Demo", "MOTD": "hello roost"},
+                       allocations={"default": {"ip": "127.0.0.1", "port": 25599}, "mappings": {}})
+    import yaml
+    path = n.home / "servers" / f"{sid}.yml"
+    doc = yaml.safe_load(path.read_text())
+    doc["process_configuration"]["configs"] = [{
+        "file": "server.properties", "parser": "properties",
+        "replace": [{"match": "server-port", "replace_with": "{{server.build.default.port}}"},
+                    {"match": "motd", "replace_with": "{{server.build.env.MOTD}}"}],
+    }]
+    path.write_text(yaml.safe_dump(doc))
+    props = n.home / "volumes" / sid / "server.properties"
+    props.write_text("# Minecraft server properties\nserver-port=25565\nmotd=old\nlevel-name=world\n")
+    n.start()
+    c = await n.client(sid)
+    await c.send("set state", "start")
+    await c.expect_console("Updating process configuration files...")
+    await c.expect_status("running")
+    text = props.read_text()
+    assert "server-port=25599" in text and "motd=hello roost" in text
+    assert text.startswith("# Minecraft server properties") and "level-name=world" in text
