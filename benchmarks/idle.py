@@ -40,22 +40,23 @@ def pids_matching(pattern: str) -> list[int]:
 
 
 async def measure(runtime: str, servers: int, seconds: float) -> dict:
-    overrides: dict = {"roost": {"runtime": runtime, "stats_interval_s": 1.0}}
-    n = Node(overrides)
+    n = Node({"roost": {"stats_interval_s": 1.0}}, runtime=runtime)
     try:
-        image = {"container": {"image": "~roost-test/fakegame:latest"}} if runtime == "docker" else {}
-        ids = [n.add_server(name=f"idle {i}", **image) for i in range(servers)]
+        # distinct ports: containers bind them
+        ids = [n.add_server(name=f"idle {i}", allocations={"default": {"ip": "127.0.0.1", "port": 30000 + i}, "mappings": {}})
+               for i in range(servers)]
         n.start()
         for sid in ids:
             await n.power(sid, "start")
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # vfs copies the image for every container: slow
         while time.monotonic() < deadline:
             _, views, _ = await n.http("GET", "/api/servers")
             if sum(v["state"] == "running" for v in views) == servers:
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1)
         else:
-            raise RuntimeError("servers did not all reach running")
+            states = [v["state"] for v in views]
+            raise RuntimeError(f"servers did not all reach running: {sorted(set(states))} {states.count('running')}/{servers}")
         await asyncio.sleep(2)  # let start-up work settle
         daemon = [n.proc.pid]
         engine = (pids_matching(f"roost.runtimes.process.holder {n.home}") if runtime == "process"

@@ -34,6 +34,9 @@ LOGS_API_MAX_LINES = 100
 
 # Timeouts for runtime calls from the daemon (seconds).
 RUNTIME_CALL_TIMEOUT_S = 15.0
+# Starting may pull an image or create a container on a busy engine: the runtime bounds each
+# step itself (Docker: pull 30 min, engine calls 2 min); this is only the outer backstop.
+RUNTIME_START_TIMEOUT_S = 2400.0
 
 # How often each server's data directory size is rescanned (seconds); a scan runs in a thread.
 DISK_SCAN_INTERVAL_S = 60.0

@@ -310,7 +310,7 @@ class Server:
         self._exited.clear()
         await self._rewrite_config_files()
         try:
-            await asyncio.wait_for(self.runtime.start(self._launch_spec()), limits.RUNTIME_CALL_TIMEOUT_S)
+            await asyncio.wait_for(self.runtime.start(self._launch_spec()), limits.RUNTIME_START_TIMEOUT_S)
         except Exception as e:
             log.exception("server %s: start failed", self.uuid)
             self._exited.set()
