@@ -139,6 +139,19 @@ class ServerRuntime(Protocol):
         """Forget the instance for good (server deleted): kill it and remove runtime state."""
 
 
+def server_identity(uid: int | None, gid: int | None) -> tuple[int | None, int | None]:
+    """The uid/gid servers run as; a uid without a gid means that user's primary group
+    (never the daemon's)."""
+    if uid is not None and gid is None:
+        import pwd
+
+        try:
+            gid = pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            raise ValueError(f"uid {uid} has no passwd entry: give a gid") from None
+    return uid, gid
+
+
 class RuntimeFactory(Protocol):
     kind: str
 

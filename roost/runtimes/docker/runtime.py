@@ -27,7 +27,6 @@ import asyncio
 import json
 import logging
 import os
-import pwd
 import signal as signals
 import time
 from typing import Mapping
@@ -35,6 +34,7 @@ from typing import Mapping
 import aiohttp
 
 from roost.runtimes.base import (
+    server_identity,
     Attached, Exited, Fact, FactSink, LaunchSpec, Output, Progress, RuntimeError_, Sample,
 )
 from roost.runtimes.docker.cgroupstats import ContainerStats, find_cgroup
@@ -120,13 +120,7 @@ class DockerRuntimeFactory:
                  pull_timeout_s: float = 1800.0,
                  cursor_save_interval_s: float = CURSOR_SAVE_INTERVAL_S) -> None:
         self.state_root = os.path.abspath(state_root)
-        if uid is not None and gid is None:
-            try:
-                gid = pwd.getpwuid(uid).pw_gid
-            except KeyError:
-                raise ValueError(f"uid {uid} has no passwd entry: give a gid") from None
-        self.uid = uid
-        self.gid = gid
+        self.uid, self.gid = server_identity(uid, gid)
         self.network_mode = network_mode
         self.memory_overhead = memory_overhead
         self.tmpfs_size_mb = tmpfs_size_mb

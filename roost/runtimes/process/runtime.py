@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import pwd
 import shutil
 import signal
 import sys
@@ -19,6 +18,7 @@ import time
 
 import roost
 from roost.runtimes.base import (
+    server_identity,
     Attached, Exited, Fact, FactSink, LaunchSpec, Output, RuntimeError_, Sample,
 )
 from roost.runtimes.lines import LineSplitter
@@ -96,13 +96,7 @@ class ProcessRuntimeFactory:
                  cgroup_root: str | None = None, *, timeout_s: float = 10.0,
                  spool_segment_bytes: int = SPOOL_SEGMENT_BYTES) -> None:
         self.state_root = os.path.abspath(state_root)
-        if uid is not None and gid is None:
-            try:
-                gid = pwd.getpwuid(uid).pw_gid
-            except KeyError:
-                raise ValueError(f"uid {uid} has no passwd entry: give a gid") from None
-        self.uid = uid
-        self.gid = gid
+        self.uid, self.gid = server_identity(uid, gid)
         self.cgroup_root = cgroup_root
         self.timeout_s = timeout_s
         self.spool_segment_bytes = spool_segment_bytes
