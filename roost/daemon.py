@@ -94,7 +94,8 @@ def build_node(config: NodeConfig, source: ServerSource | None = None) -> tuple[
 async def serve(config: NodeConfig, *, source: ServerSource | None = None, ready=None) -> None:
     """Run the node until SIGINT/SIGTERM; `await ready(manager)` once it listens."""
     app, manager = build_node(config, source)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # Keep-alive HTTP clients must not hold a shutdown for a minute (aiohttp's default).
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     ssl_ctx = None
     if config.api.ssl.enabled:
@@ -102,8 +103,7 @@ async def serve(config: NodeConfig, *, source: ServerSource | None = None, ready
 
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(config.api.ssl.cert, config.api.ssl.key)
-    # Keep-alive HTTP clients must not hold a shutdown for a minute (aiohttp's default).
-    site = web.TCPSite(runner, config.api.host, config.api.port, ssl_context=ssl_ctx, shutdown_timeout=2.0)
+    site = web.TCPSite(runner, config.api.host, config.api.port, ssl_context=ssl_ctx)
     await site.start()
     log.info("listening on %s:%s", config.api.host, config.api.port)
     stop = asyncio.Event()

@@ -94,10 +94,11 @@ def run_up(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         panel = web.AppRunner(
-            build_token_service_app(store, public_url=panel_url, token_ttl_s=args.token_ttl), access_log=None)
+            build_token_service_app(store, public_url=panel_url, token_ttl_s=args.token_ttl), access_log=None,
+            shutdown_timeout=2.0)
         await panel.setup()
         # The panel listens first: the node asks it for its servers while booting.
-        await web.TCPSite(panel, args.host, args.port, shutdown_timeout=2.0).start()
+        await web.TCPSite(panel, args.host, args.port).start()
 
         async def ready(manager) -> None:
             srv = manager.servers.get(server.uuid)

@@ -32,9 +32,9 @@ class StandInPanel:
         app.router.add_get("/api/remote/servers", self.list)
         app.router.add_get("/api/remote/servers/{uuid}", self.one)
         app.router.add_post("/api/remote/servers/reset", self.reset)
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.2)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port, shutdown_timeout=0.2).start()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
         return self
 
     async def stop(self):

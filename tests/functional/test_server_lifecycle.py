@@ -11,7 +11,7 @@ import websockets
 
 from .harness import TOKEN
 
-pytestmark = pytest.mark.asyncio
+# async tests run in pytest-asyncio auto mode (pyproject.toml)
 
 
 async def test_suspended_server_closes_4409_and_refuses_start(make_node):
