@@ -18,7 +18,9 @@ from ..server.states import Busy, ServerState
 from .keys import CONFIG, MANAGER
 from .middleware import json_error
 from ..server.source import SourceError, UnknownServer
-from .schemas import CommandsBody, CreateServerBody, DeauthorizeBody, DenyBody, PowerBody, parse_body, unprocessable
+from ..server.backups import BackupRefused
+from .schemas import (BackupBody, CommandsBody, CreateServerBody, DeauthorizeBody, DenyBody, PowerBody, RestoreBody,
+                      parse_body, unprocessable)
 
 log = logging.getLogger("roost.api")
 routes = web.RouteTableDef()
@@ -189,4 +191,36 @@ async def deauthorize_user(request: web.Request) -> web.Response:
             if owner is not None and owner.is_user(body.user):
                 owner.recheck()
                 owner.close_soon(4001, "user deauthorized")
+    return web.Response(status=204)
+
+
+@routes.post("/api/servers/{uuid}/backup")
+async def create_backup(request: web.Request) -> web.Response:
+    server = _server(request)
+    body = await parse_body(request, BackupBody)
+    try:
+        request.app[MANAGER].backups.start_backup(server, body.uuid, body.ignore)
+    except BackupRefused as e:
+        return json_error(e.status, str(e))
+    return web.Response(status=202)
+
+
+@routes.post("/api/servers/{uuid}/backup/{backup}/restore")
+async def restore_backup(request: web.Request) -> web.Response:
+    server = _server(request)
+    body = await parse_body(request, RestoreBody)
+    try:
+        request.app[MANAGER].backups.start_restore(server, request.match_info["backup"], body.truncate_directory)
+    except BackupRefused as e:
+        return json_error(e.status, str(e))
+    return web.Response(status=202)
+
+
+@routes.delete("/api/servers/{uuid}/backup/{backup}")
+async def delete_backup(request: web.Request) -> web.Response:
+    _server(request)
+    try:
+        request.app[MANAGER].backups.delete(request.match_info["backup"])
+    except BackupRefused as e:
+        return json_error(e.status, str(e))
     return web.Response(status=204)

@@ -37,6 +37,18 @@ class DeauthorizeBody(_Body):
     servers: list[str] = Field(default_factory=list, max_length=10000)
 
 
+class BackupBody(_Body):
+    adapter: Literal["wings"]
+    uuid: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
+    ignore: str = ""
+
+
+class RestoreBody(_Body):
+    adapter: Literal["wings"]
+    truncate_directory: bool = False
+    download_url: str | None = None
+
+
 def unprocessable(message: str, fields: dict[str, str] | None = None) -> web.HTTPException:
     body = {"error": message}
     if fields:

@@ -88,3 +88,11 @@ class PanelClient:
 
     async def report_install(self, uuid: str, *, successful: bool, reinstall: bool) -> None:
         await self._request("POST", f"/servers/{uuid}/install", json_body={"successful": successful, "reinstall": reinstall})
+
+    async def report_backup(self, backup: str, *, successful: bool, checksum: str, size: int) -> None:
+        await self._request("POST", f"/backups/{backup}", json_body={
+            "checksum": checksum, "checksum_type": "sha1", "size": size, "successful": successful, "parts": [],
+        })
+
+    async def report_restore(self, backup: str, *, successful: bool) -> None:
+        await self._request("POST", f"/backups/{backup}/restore", json_body={"successful": successful})

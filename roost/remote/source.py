@@ -48,5 +48,17 @@ class RemoteSource:
         except PanelError as e:
             raise SourceError(str(e)) from None
 
+    async def report_backup(self, backup: str, *, successful: bool, checksum: str, size: int) -> None:
+        try:
+            await self.client.report_backup(backup, successful=successful, checksum=checksum, size=size)
+        except PanelError as e:
+            raise SourceError(str(e)) from None
+
+    async def report_restore(self, backup: str, *, successful: bool) -> None:
+        try:
+            await self.client.report_restore(backup, successful=successful)
+        except PanelError as e:
+            raise SourceError(str(e)) from None
+
     async def close(self) -> None:
         await self.client.close()

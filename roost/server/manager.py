@@ -13,6 +13,7 @@ from .. import limits
 from ..protocol import events
 from ..protocol.tokens import DenyList
 from ..runtimes.base import FactSink, ServerRuntime
+from .backups import Backups
 from .definition import ServerDefinition
 from .server import Server
 from .source import SourceError
@@ -52,12 +53,14 @@ class Manager:
         self._states_dirty = False
         self._tasks: list[asyncio.Task] = []
         self.boot_time = time.time()
+        self.backups = Backups(config, source, owner)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
     async def boot(self) -> None:
         for d in (self.config.system.root_directory, self.config.system.data, self.config.console_directory):
             Path(d).mkdir(parents=True, exist_ok=True)
+        self.backups.cleanup()
         self._load_denylist()
         self._load_states()
         loop = asyncio.get_running_loop()

@@ -35,6 +35,10 @@ class ServerSource(Protocol):
     async def reset_states(self) -> None:
         """Boot: clear stale installing/restoring flags held by the source."""
 
+    # Optional (looked up with getattr): sources that keep backup records take the results.
+    # async def report_backup(self, backup: str, *, successful: bool, checksum: str, size: int) -> None
+    # async def report_restore(self, backup: str, *, successful: bool) -> None
+
 
 def parse_definition(doc: Any, origin: str) -> ServerDefinition:
     if not isinstance(doc, dict):
