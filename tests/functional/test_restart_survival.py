@@ -20,17 +20,27 @@ BOTH_RUNTIMES = True
 async def wait_for_line(node, sid, text: str, timeout: float = 20.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
-        lines = await all_lines(node, sid, settle=0.5)
+        lines = await all_lines(node, sid, settle=0.7)
         if any(text in e["args"][0] for e in lines):
             return lines
         assert time.monotonic() < deadline, f"{text!r} never logged"
 
 
-async def all_lines(node, sid, settle: float = 1.5) -> list[dict]:
+async def all_lines(node, sid, settle: float = 1.0) -> list[dict]:
     """Every console line the daemon has for the server, with sequence numbers."""
     c = await node.client(sid, query="?roost=1")
     await c.send("send logs", "0")
-    got = await c.quiet(settle)
+    got: list[dict] = []
+    deadline = time.monotonic() + 20
+    quiet_until = time.monotonic() + settle
+    while time.monotonic() < min(deadline, quiet_until):  # until no console line for `settle` s
+        try:
+            ev = await c.recv(max(0.01, quiet_until - time.monotonic()))
+        except (TimeoutError, asyncio.TimeoutError):
+            break
+        got.append(ev)
+        if ev["event"] == "console output":
+            quiet_until = time.monotonic() + settle
     await c.close()
     return [e for e in got if e["event"] == "console output"]
 
