@@ -169,7 +169,7 @@ async def sync(request: web.Request) -> web.Response:
 async def ws_deny(request: web.Request) -> web.Response:
     server = _server(request)
     body = await parse_body(request, DenyBody)
-    request.app[MANAGER].deny_jtis(server.uuid, body.jtis)
+    await request.app[MANAGER].deny_jtis(server.uuid, body.jtis)
     for sub in list(server.hub.subscribers):
         if sub.owner is not None:
             sub.owner.recheck()
@@ -180,7 +180,7 @@ async def ws_deny(request: web.Request) -> web.Response:
 async def deauthorize_user(request: web.Request) -> web.Response:
     body = await parse_body(request, DeauthorizeBody)
     manager = request.app[MANAGER]
-    manager.deauthorize(body.user, body.servers)
+    await manager.deauthorize(body.user, body.servers)
     targets = body.servers or list(manager.servers)
     for uuid in targets:
         server = manager.servers.get(uuid)

@@ -51,6 +51,7 @@ class Manager:
         self._states_path = Path(config.system.root_directory) / "states.json"
         self._persisted_states: dict[str, str] = {}
         self._states_dirty = False
+        self._write_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self.boot_time = time.time()
         self.backups = Backups(config, source, owner)
@@ -146,10 +147,12 @@ class Manager:
     def _state_changed(self, server: Server) -> None:
         self._states_dirty = True
 
+    def _states_bytes(self) -> bytes:
+        return json.dumps({uuid: str(s.state) for uuid, s in self.servers.items()}).encode()
+
     def _save_states(self) -> None:
-        states = {uuid: str(s.state) for uuid, s in self.servers.items()}
         try:
-            write_atomic(self._states_path, json.dumps(states).encode())
+            write_atomic(self._states_path, self._states_bytes())
             self._states_dirty = False
         except OSError as e:
             log.error("could not persist server states: %s", e)
@@ -164,18 +167,27 @@ class Manager:
         except (ValueError, OSError) as e:
             log.error("deny list unreadable (%s); starting with an empty one", e)
 
-    def _save_denylist(self) -> None:
+    def _denylist_bytes(self) -> bytes:
         # Entries older than any live token can go (panel tokens live 10 minutes; keep a day).
         self.denylist.prune(time.time(), 24 * 3600)
-        write_atomic(self._denylist_path, json.dumps(self.denylist.to_json()).encode())
+        return json.dumps(self.denylist.to_json()).encode()
 
-    def deny_jtis(self, uuid: str, jtis: list[str]) -> None:
+    def _save_denylist(self) -> None:
+        write_atomic(self._denylist_path, self._denylist_bytes())
+
+    async def deny_jtis(self, uuid: str, jtis: list[str]) -> None:
+        """Applies at once (in memory); the file is written off the event loop."""
         self.denylist.deny_jtis(jtis, time.time())
-        self._save_denylist()
+        await self._write_off_loop(self._denylist_path, self._denylist_bytes())
 
-    def deauthorize(self, user: str, servers: list[str]) -> None:
+    async def deauthorize(self, user: str, servers: list[str]) -> None:
         self.denylist.deauthorize(user, servers, time.time())
-        self._save_denylist()
+        await self._write_off_loop(self._denylist_path, self._denylist_bytes())
+
+    async def _write_off_loop(self, path: Path, data: bytes) -> None:
+        """Serialised on the loop, written (fsync) in a thread, one writer at a time."""
+        async with self._write_lock:
+            await asyncio.to_thread(write_atomic, path, data)
 
     # ---- periodic work ------------------------------------------------------------------------
 
@@ -198,7 +210,12 @@ class Manager:
                 except (OSError, ValueError) as e:
                     log.error("server %s: console log flush failed: %s", s.uuid, e)
             if self._states_dirty:
-                self._save_states()
+                self._states_dirty = False
+                try:
+                    await self._write_off_loop(self._states_path, self._states_bytes())
+                except OSError as e:
+                    self._states_dirty = True
+                    log.error("could not persist server states: %s", e)
 
     async def _disk_loop(self) -> None:
         """Data directory sizes, scanned off the event loop, one server at a time."""
