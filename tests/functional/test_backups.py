@@ -175,17 +175,9 @@ class BackupPanel(StandInPanel):
         super().__init__(servers)
         self.reports: list[tuple[str, dict]] = []
 
-    async def start(self):
-        app = web.Application()
-        app.router.add_get("/api/remote/servers", self.list)
-        app.router.add_get("/api/remote/servers/{uuid}", self.one)
-        app.router.add_post("/api/remote/servers/reset", self.reset)
+    def add_routes(self, app) -> None:
         app.router.add_post("/api/remote/backups/{backup}", self.report)
         app.router.add_post("/api/remote/backups/{backup}/restore", self.report)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port, shutdown_timeout=0.2).start()
-        return self
 
     async def report(self, request):
         self._gate(request)

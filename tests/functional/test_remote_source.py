@@ -32,10 +32,14 @@ class StandInPanel:
         app.router.add_get("/api/remote/servers", self.list)
         app.router.add_get("/api/remote/servers/{uuid}", self.one)
         app.router.add_post("/api/remote/servers/reset", self.reset)
+        self.add_routes(app)
         self.runner = web.AppRunner(app, shutdown_timeout=0.2)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
         return self
+
+    def add_routes(self, app) -> None:
+        """Subclasses serve more of the remote API here."""
 
     async def stop(self):
         await self.runner.cleanup()
