@@ -223,6 +223,43 @@ def cmd_server_create(args, out: Out) -> int:
     return out.nodes(result.nodes)
 
 
+def cmd_egg_import(args, out: Out) -> int:
+    """An egg becomes a server: variables validated against the egg's rules first."""
+    import uuid as uuidlib
+
+    from ..install.eggs import EggError, egg_to_definition, load_egg
+    from ..install.rules import VariableValidationError
+
+    try:
+        egg = load_egg(args.file)
+    except (EggError, OSError, ValueError) as e:
+        raise Refused(f"egg refused: {e}") from None
+    env = {}
+    for item in args.env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise Refused(f"--env {item!r}: expected NAME=VALUE")
+        env[key] = value
+    try:
+        definition = egg_to_definition(
+            egg, uuid=args.uuid or str(uuidlib.uuid4()), name=args.name or egg.name,
+            environment_overrides=env, port=args.port, memory_limit=args.memory)
+    except VariableValidationError as e:
+        raise Refused(f"variables refused: {e}") from None
+    if args.definition_only:
+        out.emit(definition, message=json.dumps(definition, indent=2))
+        return 0
+    store = _store(args, create=True)
+    owner = args.owner if args.owner is not None else _default_owner(store)
+    result = _run_async(args, store, lambda svc: svc.create_server(
+        definition, owner=owner, node=args.node, name=args.name or egg.name, notify=not args.no_notify,
+        start_on_completion=args.start))
+    s = result.record
+    out.emit({**s.public(), "egg": egg.name, "nodes": [o.public() for o in result.nodes]},
+             _table(f"server created from egg {egg.name}", SERVER_COLUMNS, _server_rows(store, [s])))
+    return out.nodes(result.nodes)
+
+
 def cmd_server_list(args, out: Out) -> int:
     store = _store(args)
     servers = store.list_servers(node=args.node, owner=args.owner)
@@ -417,6 +454,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                              ("unsuspend", cmd_server_unsuspend, "unsuspend a server")):
         p = leaf(servers, name, func, text)
         p.add_argument("server", help="identifier (8 characters), uuid or id")
+
+    eggs = group("egg", "Pterodactyl/Pelican eggs")
+    p = leaf(eggs, "import", cmd_egg_import, "create a server from an egg (PTDL_v1/v2 JSON)")
+    p.add_argument("file", help="the egg's JSON file")
+    p.add_argument("--name", help="server name (default: the egg's name)")
+    p.add_argument("--env", action="append", metavar="NAME=VALUE", help="a variable value (repeatable)")
+    p.add_argument("--port", type=int, default=0, help="the default allocation's port")
+    p.add_argument("--memory", type=int, default=0, help="memory limit in MiB (0 = none)")
+    p.add_argument("--owner", help="id, username, email or uuid (default: the first admin)")
+    p.add_argument("--node", help="node id or name (default: the first node)")
+    p.add_argument("--uuid")
+    p.add_argument("--no-notify", action="store_true", help="do not ask the node to create it now")
+    p.add_argument("--start", action="store_true", help="ask the node to start it once created")
+    p.add_argument("--definition-only", action="store_true", help="print the server definition, store nothing")
 
     subusers = group("subuser", "subusers of a server and their permissions")
     for name, func, text in (("add", cmd_subuser_add, "make a user a subuser of a server"),
