@@ -17,18 +17,8 @@ OPENTTD = "/usr/games/openttd"
 REDIS = shutil.which("redis-server")
 REDIS_BENCHMARK = shutil.which("redis-benchmark")
 
-OPENTTD_CFG = """[network]
-server_game_type = local
-server_name = roost-test
-server_port = {port}
-server_bind_addresses = 127.0.0.1
-use_relay_service = never
-[gui]
-autosave = off
-[game_creation]
-map_x = 8
-map_y = 8
-"""
+# The config of workloads.md (local game, loopback only), shared with the runtime tests.
+from .runtimes.test_process_runtime import OPENTTD_CFG  # noqa: E402
 
 
 def definition(sid: str, invocation: str, *, done: list[str], stop: dict, port: int, env: dict | None = None) -> dict:
