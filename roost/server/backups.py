@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import limits
+from ..fsutil import write_atomic
 from ..backups import BackupError, create_backup_async, remove_partial_backups, restore_backup_async
 from ..protocol import events
 from ..protocol.permissions import BACKUP_READ
@@ -97,7 +98,7 @@ class Backups:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             result = await create_backup_async(server.data_dir, dest, ignore=ignore)
-            await asyncio.to_thread(_write_atomic, sidecar, result.sha1 + "\n")
+            await asyncio.to_thread(write_atomic, sidecar, (result.sha1 + "\n").encode())
             checksum, size, ok = result.sha1, result.size, True
             log.info("server %s: backup %s written (%d bytes, sha1 %s)", server.uuid, backup, size, checksum)
         except asyncio.CancelledError:
@@ -171,15 +172,6 @@ class Backups:
             await report(backup, **kwargs)
         except Exception as e:  # the source is down: the result is logged, the node carries on
             log.warning("could not report backup %s to the source (%s): %s", backup, method, e)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _unlink(*paths: Path) -> None:

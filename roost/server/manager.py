@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .. import limits
+from ..fsutil import write_atomic
 from ..protocol import events
 from ..protocol.tokens import DenyList
 from ..runtimes.base import FactSink, ServerRuntime
@@ -26,16 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("roost.manager")
 
 RuntimeFor = Callable[[ServerDefinition, str, str, FactSink], ServerRuntime]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Manager:
